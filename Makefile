@@ -1,0 +1,35 @@
+# The README's two set-up commands: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= .cache/demo
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(DEMO_DIR)/model/config.json: | $(STAMP)
+	$(PY) -m osprey_model.tiny --out $(DEMO_DIR)/model --demo-inputs $(DEMO_DIR)/inputs
+
+demo: $(STAMP) $(DEMO_DIR)/model/config.json
+	$(VENV)/bin/osprey-describe --model $(DEMO_DIR)/model --image $(DEMO_DIR)/inputs/shapes.png \
+		--mask $(DEMO_DIR)/inputs/mask_red_disk.png --mask $(DEMO_DIR)/inputs/mask_blue_square.png \
+		--max-new-tokens 12
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

@@ -1,0 +1,134 @@
+"""Describe regions of an image: encode the frame once, then answer any number of region prompts.
+
+The flow of segment-anything's ``SamPredictor``: the heavy encoder runs once per frame (``encode``);
+questions about that frame reuse the cached features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, PreTrainedTokenizerBase
+
+from .conversation import multi_region_prompt, single_region_prompt
+from .image_processing import ImageInput, OspreyImageProcessor, masks_to_tensor, to_rgb_array
+from .modeling_osprey import ImageFeatures, OspreyForCausalLM
+from .tokenization import add_region_tokens, load_tokenizer, tokenize_prompt
+
+MaskInput = list[np.ndarray] | np.ndarray | torch.Tensor
+
+
+@dataclass
+class EncodedFrame:
+    """A frame's vision features, reusable for any number of region questions."""
+
+    features: ImageFeatures
+    image_hw: tuple[int, int]
+
+
+class OspreyPredictor:
+    def __init__(self, model: OspreyForCausalLM, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        model.set_region_token_ids(*add_region_tokens(tokenizer))
+        self.processor = OspreyImageProcessor(model.config.vision.image_size)
+        self.image_token_count = (model.config.vision.image_size // model.vision_tower.strides[2]) ** 2
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        clip_path: str | Path | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> OspreyPredictor:
+        model = OspreyForCausalLM.from_pretrained(model_dir, clip_path, device=device, dtype=dtype)
+        return cls(model, load_tokenizer(model_dir))
+
+    @torch.inference_mode()
+    def encode(self, image: ImageInput) -> EncodedFrame:
+        rgb = to_rgb_array(image)
+        features = self.model.encode_images(self.processor(rgb))
+        return EncodedFrame(features=features, image_hw=rgb.shape[:2])
+
+    def describe(
+        self,
+        image: ImageInput | EncodedFrame,
+        masks: MaskInput,
+        prompt: str = "short",
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+    ) -> list[str]:
+        """One answer per mask, each region asked on its own (as the released model is used).
+
+        ``prompt`` is a preset (``short``, ``detailed``, ``category``) or a free question that may name the
+        region as ``<region>``. Greedy unless ``temperature`` > 0.
+        """
+        frame = image if isinstance(image, EncodedFrame) else None
+        mask_tensor = masks_to_tensor(masks, frame.image_hw if frame else to_rgb_array(image).shape[:2])
+        ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
+        frame = frame or self.encode(image)
+        return [
+            self._generate(frame, ids, mask_tensor[i : i + 1], max_new_tokens, temperature)
+            for i in range(len(mask_tensor))
+        ]
+
+    def chat(
+        self,
+        image: ImageInput | EncodedFrame,
+        masks: MaskInput,
+        turns: list[tuple[str, str | None]],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> str:
+        """Answer the last question of a multi-turn chat about all ``masks`` (``<region1>``, ``<region2>``…)."""
+        frame = image if isinstance(image, EncodedFrame) else None
+        mask_tensor = masks_to_tensor(masks, frame.image_hw if frame else to_rgb_array(image).shape[:2])
+        ids = self._checked_ids(multi_region_prompt(len(mask_tensor), turns), max_new_tokens)
+        frame = frame or self.encode(image)
+        return self._generate(frame, ids, mask_tensor, max_new_tokens, temperature)
+
+    def _checked_ids(self, prompt: str, max_new_tokens: int) -> torch.Tensor:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        ids = tokenize_prompt(self.tokenizer, prompt)
+        length = len(ids) - 1 + self.image_token_count
+        limit = self.model.config.max_length
+        if length >= limit:
+            raise ValueError(
+                f"the prompt takes {length} tokens with the image, the context allows {limit}: "
+                "ask about fewer regions at once"
+            )
+        return torch.tensor(ids)
+
+    @torch.inference_mode()
+    def _generate(
+        self, frame: EncodedFrame, ids: torch.Tensor, masks: torch.Tensor, max_new_tokens: int, temperature: float
+    ) -> str:
+        mask_tokens, pos_tokens = self.model.encode_regions(frame.features, 0, masks)
+        embeds, _ = self.model.splice(
+            ids.to(self.model.device), frame.features.image_tokens[0], mask_tokens, pos_tokens
+        )
+        room = self.model.config.max_position_embeddings - len(embeds)
+        config = GenerationConfig(
+            max_new_tokens=min(max_new_tokens, room),
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_p=None,
+            top_k=None,
+            bos_token_id=self.tokenizer.bos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
+        )
+        output = self.model.language_model.generate(
+            inputs_embeds=embeds[None],
+            attention_mask=torch.ones((1, len(embeds)), dtype=torch.long, device=embeds.device),
+            generation_config=config,
+        )
+        return self.tokenizer.decode(output[0], skip_special_tokens=True).strip()

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "osprey_ros"
+
+
+def data_files() -> list[tuple[str, list[str]]]:
+    """ament_python layout: package marker, package.xml, launch and config under share/."""
+    files = [
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ]
+    for folder in ("launch", "config"):
+        found = sorted(str(p) for p in Path(folder).glob("*") if p.is_file())
+        if found:
+            files.append((f"share/{PACKAGE}/{folder}", found))
+    return files
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Pixel-level region understanding for robots: Osprey in ROS 2",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["osprey_model", "osprey_model.*", "osprey_ros", "osprey_ros.*"]),
+    data_files=data_files(),
+    install_requires=[
+        "torch>=2.4",
+        "open_clip_torch>=3.0",
+        "timm>=1.0",
+        "transformers>=4.45,<5",
+        "safetensors>=0.4",
+        "numpy>=1.26",
+        "pillow>=10",
+    ],
+    extras_require={"tiny": ["wordllama>=0.4"], "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff"]},
+    entry_points={
+        "console_scripts": [
+            "osprey-describe = osprey_model.cli:main",
+            "osprey-make-tiny = osprey_model.tiny:main",
+        ]
+    },
+    zip_safe=False,
+)

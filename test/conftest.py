@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny checkpoint in the released layout, created once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from osprey_model import OspreyPredictor
+from osprey_model.tiny import create_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_tiny_checkpoint(tmp_path_factory.mktemp("tiny-osprey"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_dir: Path) -> OspreyPredictor:
+    return OspreyPredictor.from_pretrained(tiny_dir)
+
+
+@pytest.fixture
+def scene() -> tuple[np.ndarray, list[np.ndarray]]:
+    """A 96×120 image with a red disk partly under a blue square, and the two visible masks."""
+    height, width = 96, 120
+    yy, xx = np.mgrid[:height, :width]
+    disk = (yy - 40) ** 2 + (xx - 45) ** 2 < 28**2
+    square = (np.abs(yy - 60) < 22) & (np.abs(xx - 80) < 22)
+    image = np.full((height, width, 3), 230, np.uint8)
+    image[disk] = (220, 30, 30)
+    image[square] = (30, 60, 220)
+    return image, [disk & ~square, square]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
