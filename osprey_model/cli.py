@@ -13,8 +13,7 @@ from PIL import Image
 
 from .checkpoint_io import CheckpointError
 from .conversation import PROMPTS
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .embedded import DTYPES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

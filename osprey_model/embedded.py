@@ -1,0 +1,26 @@
+"""Where the embedded default checkpoint lives, so the node runs with no weights given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+EMBEDDED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny-shapes"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_checkpoint() -> Path:
+    if not (EMBEDDED_CHECKPOINT / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no embedded checkpoint at {EMBEDDED_CHECKPOINT}: set model_dir (e.g. a folder made by "
+            "`osprey-make-tiny --out DIR`, or the released Osprey-7b)"
+        )
+    return EMBEDDED_CHECKPOINT
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}") from None

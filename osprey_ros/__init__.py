@@ -1,0 +1,1 @@
+"""ROS 2 side of osprey_ros: message conversion, synchronisation, and the perception node."""

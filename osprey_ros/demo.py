@@ -1,0 +1,92 @@
+"""``osprey-demo``: the node on the embedded default model, fed by the synthetic camera.
+
+Prints the region descriptions as they arrive (with the camera's ground truth beside them), then exits
+after ``--frames`` frames. Everything runs in one process over real DDS, on localhost only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from osprey_interfaces.msg import RegionDescriptionArray
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="osprey-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="", help="checkpoint folder (default: the embedded model)")
+    parser.add_argument("--frames", type=int, default=5, help="stop after this many described frames")
+    parser.add_argument("--rate", type=float, default=2.0, help="camera frames per second")
+    parser.add_argument("--prompt-mode", default="short", choices=("short", "category", "detailed"))
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from .perception_node import create_node_or_exit
+    from .synthetic_camera import SyntheticCamera
+
+    rclpy.init(
+        args=["osprey-demo", "--ros-args", "-r", "image:=/camera/image_raw", "-r", "region_masks:=/camera/region_masks"]
+    )
+    perception = create_node_or_exit(
+        parameter_overrides=[
+            Parameter("model_dir", value=args.model),
+            Parameter("prompt_mode", value=args.prompt_mode),
+            Parameter("max_new_tokens", value=args.max_new_tokens),
+            Parameter("qos_reliability", value="reliable"),
+        ]
+    )
+    camera = SyntheticCamera(parameter_overrides=[Parameter("rate", value=args.rate)])
+    printer = Node("demo_printer")
+    received: list[RegionDescriptionArray] = []
+
+    def show(msg: RegionDescriptionArray) -> None:
+        received.append(msg)
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        truth = camera.truth.get(stamp, [])
+        print(
+            f"frame {len(received)} stamp {stamp / 1e9:.3f} model {msg.model_name} {1000 * msg.inference_time:.0f} ms",
+            flush=True,
+        )
+        for region in msg.regions:
+            shape = truth[region.id] if region.id < len(truth) else None
+            actual = f" (truth: {shape.colour} {shape.category})" if shape else ""
+            box = region.bbox
+            print(
+                f"  region {region.id}: {region.label!r}{actual} box {box.x_offset},{box.y_offset} "
+                f"{box.width}x{box.height} area {region.area}",
+                flush=True,
+            )
+
+    printer.create_subscription(RegionDescriptionArray, "/osprey_perception/descriptions", show, 10)
+    executor = MultiThreadedExecutor(num_threads=4)
+    for node in (perception, camera, printer):
+        executor.add_node(node)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while len(received) < args.frames and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown()
+        for node in (perception, camera, printer):
+            node.destroy_node()
+        rclpy.try_shutdown()
+    dropped = perception.worker.frames_dropped
+    print(f"described {len(received)} frames; {dropped} camera frames dropped while the model was busy")
+    return 0 if len(received) >= args.frames else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Every parameter of the perception node and every launch argument, declared in one table each.
+
+The node declares from ``NODE_PARAMETERS``; ``config/perception.yaml`` holds the same defaults (a test
+keeps them equal); ``launch/perception.launch.py`` and the ``osprey-perception`` entry point both take
+``LAUNCH_ARGUMENTS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+NODE_NAME = "osprey_perception"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description + (f" One of: {', '.join(self.choices)}." if self.choices else "")
+        descriptor = ParameterDescriptor(name=self.name, description=text, read_only=True)
+        if self.min_value is not None and isinstance(self.default, int) and not isinstance(self.default, bool):
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
+            ]
+        elif self.min_value is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)
+            ]
+        return descriptor
+
+
+NODE_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_dir", "", "Osprey checkpoint folder (config.json, weights, tokenizer); empty = embedded default."),
+    ParamSpec("clip_path", "", "open_clip_pytorch_model.bin; empty = config.json's mm_vision_tower."),
+    ParamSpec("device", "cpu", "Torch device for the model, e.g. cpu, cuda, cuda:1."),
+    ParamSpec("dtype", "float32", "Serving dtype.", choices=("float32", "bfloat16", "float16")),
+    ParamSpec(
+        "prompt_mode",
+        "short",
+        "What each region gets: a short phrase, a category, or a short label plus a detailed description.",
+        choices=("short", "category", "detailed"),
+    ),
+    ParamSpec("max_new_tokens", 32, "Most tokens generated per answer.", min_value=1, max_value=1024),
+    ParamSpec(
+        "max_regions",
+        16,
+        "Most regions described per frame; extra masks are dropped, with a warning.",
+        min_value=1,
+        max_value=256,
+    ),
+    ParamSpec(
+        "slop",
+        0.05,
+        "Seconds within which an image and a mask set count as the same frame.",
+        min_value=0.0,
+        max_value=10.0,
+    ),
+    ParamSpec(
+        "sync_queue_size", 10, "Images and mask sets held while waiting for their partner.", min_value=1, max_value=1000
+    ),
+    ParamSpec(
+        "cache_size",
+        8,
+        "Recent frames whose images and encoder features are kept for ~/describe.",
+        min_value=1,
+        max_value=256,
+    ),
+    ParamSpec(
+        "qos_depth", 5, "History depth of the input subscriptions and the publishers.", min_value=1, max_value=1000
+    ),
+    ParamSpec(
+        "qos_reliability",
+        "best_effort",
+        "Reliability of the image and mask subscriptions (best_effort also accepts reliable publishers).",
+        choices=("best_effort", "reliable"),
+    ),
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "Subscribe to sensor_msgs/Image on 'image' or CompressedImage on 'image/compressed'.",
+        choices=("raw", "compressed"),
+    ),
+    ParamSpec("publish_overlay", True, "Publish ~/overlay (masks coloured, labels drawn) for RViz and rqt."),
+    ParamSpec("encoder_backend", "torch", "Vision encoder backend.", choices=("torch",)),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.1, max_value=60.0),
+    ParamSpec(
+        "service_timeout", 30.0, "Seconds a ~/describe call may wait for the model.", min_value=0.1, max_value=3600.0
+    ),
+)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    model_dir: str
+    clip_path: str
+    device: str
+    dtype: str
+    prompt_mode: str
+    max_new_tokens: int
+    max_regions: int
+    slop: float
+    sync_queue_size: int
+    cache_size: int
+    qos_depth: int
+    qos_reliability: str
+    image_transport: str
+    publish_overlay: bool
+    encoder_backend: str
+    diagnostics_period: float
+    service_timeout: float
+
+
+def declare_parameters(node: Node) -> NodeSettings:
+    """Declare all parameters with descriptors and return their values, checking choices."""
+    values = {}
+    for spec in NODE_PARAMETERS:
+        value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        if spec.choices and value not in spec.choices:
+            raise ValueError(f"parameter {spec.name}={value!r}: choose one of {', '.join(spec.choices)}")
+        values[spec.name] = value
+    return NodeSettings(**values)
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: str
+    description: str
+
+
+# Shared by launch/perception.launch.py and the osprey-perception entry point (name:=value).
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument("image_topic", "/camera/image_raw", "Camera image topic (remaps the node's 'image')."),
+    LaunchArgument(
+        "masks_topic", "/camera/region_masks", "osprey_interfaces/RegionMasks topic (remaps 'region_masks')."
+    ),
+    LaunchArgument("params_file", "", "Parameters YAML; empty = the package's config/perception.yaml."),
+    LaunchArgument("namespace", "", "Namespace for the node."),
+)
+LAUNCH_DEFAULTS = {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}

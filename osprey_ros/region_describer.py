@@ -1,0 +1,63 @@
+"""What the node asks the model for each region, and the geometry it reports beside the text.
+
+The node's only door to the model: it calls the predictor's public API (encode, describe) and knows
+nothing of its internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from osprey_model import EncodedFrame, OspreyPredictor
+
+PROMPT_MODES = ("short", "category", "detailed")
+
+
+@dataclass
+class RegionResult:
+    id: int
+    label: str
+    description: str
+    bbox: tuple[int, int, int, int]  # x, y, width, height
+    area: int
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)
+
+
+class RegionDescriber:
+    def __init__(self, predictor: OspreyPredictor, prompt_mode: str, max_new_tokens: int) -> None:
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
+        self.predictor = predictor
+        self.prompt_mode = prompt_mode
+        self.max_new_tokens = max_new_tokens
+
+    def encode(self, rgb: np.ndarray) -> EncodedFrame:
+        return self.predictor.encode(rgb)
+
+    def describe(self, frame: EncodedFrame, masks: list[np.ndarray], ids: list[int]) -> list[RegionResult]:
+        """Label (and, in detailed mode, describe) every mask. Raises ValueError for bad masks."""
+        label_prompt = "category" if self.prompt_mode == "category" else "short"
+        labels = self.predictor.describe(frame, masks, prompt=label_prompt, max_new_tokens=self.max_new_tokens)
+        details = (
+            self.predictor.describe(frame, masks, prompt="detailed", max_new_tokens=self.max_new_tokens)
+            if self.prompt_mode == "detailed"
+            else [""] * len(masks)
+        )
+        return [
+            RegionResult(id=region_id, label=label, description=detail, bbox=mask_box(mask), area=int(mask.sum()))
+            for region_id, mask, label, detail in zip(ids, masks, labels, details, strict=True)
+        ]
+
+    def answer(self, frame: EncodedFrame, masks: list[np.ndarray], question: str, max_new_tokens: int) -> list[str]:
+        prompt = question.strip() or "short"
+        return self.predictor.describe(
+            frame, masks, prompt=prompt, max_new_tokens=max_new_tokens or self.max_new_tokens
+        )

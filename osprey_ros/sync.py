@@ -1,0 +1,83 @@
+"""Approximate-time pairing of camera images with region masks (message_filters is not on PyPI).
+
+Images and mask sets are matched by header stamp within ``slop``. Both queues are bounded. A mask set
+waits for its image until a newer image shows that none within ``slop`` can still arrive (or until it
+is pushed out of its queue); then it is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+ImageT = TypeVar("ImageT")
+MasksT = TypeVar("MasksT")
+
+
+@dataclass
+class SyncStats:
+    pairs: int = 0
+    masks_unmatched: int = 0  # dropped: no image within slop
+    images_unused: int = 0  # images pushed out without masks (normal when masks come slower)
+
+
+class ApproximateTimeSync(Generic[ImageT, MasksT]):
+    """Feed ``add_image`` / ``add_masks`` with stamps in nanoseconds; each returns the pairs it completed."""
+
+    def __init__(self, slop_s: float, queue_size: int) -> None:
+        if slop_s < 0 or queue_size < 1:
+            raise ValueError("slop must be >= 0 and queue_size >= 1")
+        self.slop_ns = int(slop_s * 1e9)
+        self.images: deque[tuple[int, ImageT]] = deque()
+        self.masks: deque[tuple[int, MasksT]] = deque()
+        self.queue_size = queue_size
+        self.stats = SyncStats()
+
+    def add_image(self, stamp_ns: int, image: ImageT) -> list[tuple[ImageT, MasksT]]:
+        self.images.append((stamp_ns, image))
+        if len(self.images) > self.queue_size:
+            self.images.popleft()
+            self.stats.images_unused += 1
+        return self._match()
+
+    def add_masks(self, stamp_ns: int, masks: MasksT) -> list[tuple[ImageT, MasksT]]:
+        self.masks.append((stamp_ns, masks))
+        if len(self.masks) > self.queue_size:
+            self.masks.popleft()
+            self.stats.masks_unmatched += 1
+        return self._match()
+
+    def _match(self) -> list[tuple[ImageT, MasksT]]:
+        pairs = []
+        remaining: deque[tuple[int, MasksT]] = deque()
+        newest_image = self.images[-1][0] if self.images else None
+        for stamp, masks in self.masks:
+            best = self._closest_image(stamp)
+            if best is not None:
+                image = self.images[best][1]
+                del self.images[best]
+                pairs.append((image, masks))
+                self.stats.pairs += 1
+            elif newest_image is not None and newest_image > stamp + self.slop_ns:
+                self.stats.masks_unmatched += 1  # images arrive in order: no match can come any more
+            else:
+                remaining.append((stamp, masks))
+        self.masks = remaining
+        return pairs
+
+    def _closest_image(self, stamp: int) -> int | None:
+        best, best_gap = None, None
+        for i, (image_stamp, _) in enumerate(self.images):
+            gap = abs(image_stamp - stamp)
+            if gap <= self.slop_ns and (best_gap is None or gap < best_gap):
+                best, best_gap = i, gap
+        return best
+
+    def expire(self, now_ns: int) -> int:
+        """Drop mask sets older than ``now - slop`` that found no image (no image stream at all). Returns count."""
+        before = len(self.masks)
+        self.masks = deque((s, m) for s, m in self.masks if s + self.slop_ns >= now_ns)
+        dropped = before - len(self.masks)
+        self.stats.masks_unmatched += dropped
+        return dropped

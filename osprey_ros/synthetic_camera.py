@@ -1,0 +1,85 @@
+"""``synthetic_camera``: a camera for demos and tests — moving, overlapping shapes and their masks.
+
+Publishes ``image`` (rgb8) and ``region_masks`` (one mono8 mask per visible shape) with the same stamp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from osprey_interfaces.msg import RegionMasks
+from osprey_model.shapes import Shape, random_shapes, render
+
+from .image_conversion import numpy_to_image
+
+
+class ShapesScene:
+    """Shapes drifting and bouncing off the borders; deterministic for a seed."""
+
+    def __init__(self, width: int, height: int, count: int, seed: int) -> None:
+        self.width, self.height = width, height
+        self.rng = np.random.default_rng(seed)
+        self.shapes: list[Shape] = random_shapes(self.rng, width, height, count, overlap=0.35)
+        self.velocity = self.rng.uniform(-4, 4, size=(count, 2))
+
+    def step(self) -> tuple[np.ndarray, list[np.ndarray], list[Shape]]:
+        for shape, v in zip(self.shapes, self.velocity, strict=True):
+            shape.x, shape.y = shape.x + v[0], shape.y + v[1]
+            if not shape.size * 0.5 < shape.x < self.width - shape.size * 0.5:
+                v[0] = -v[0]
+            if not shape.size * 0.5 < shape.y < self.height - shape.size * 0.5:
+                v[1] = -v[1]
+            shape.angle += 0.03
+        image, masks = render(self.shapes, self.width, self.height, self.rng)
+        keep = [i for i, mask in enumerate(masks) if mask.sum() >= 30]  # hidden shapes have no region
+        return image, [masks[i] for i in keep], [self.shapes[i] for i in keep]
+
+
+class SyntheticCamera(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("synthetic_camera", **kwargs)
+        rate = self.declare_parameter("rate", 2.0).value
+        width = self.declare_parameter("width", 320).value
+        height = self.declare_parameter("height", 240).value
+        count = self.declare_parameter("shapes", 4).value
+        seed = self.declare_parameter("seed", 0).value
+        self.frame_id = self.declare_parameter("frame_id", "synthetic_camera").value
+        self.scene = ShapesScene(width, height, count, seed)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.create_publisher(Image, "image", qos)
+        self.masks_pub = self.create_publisher(RegionMasks, "region_masks", qos)
+        self.truth: dict[int, list[Shape]] = {}  # stamp → shapes, for printing ground truth beside answers
+        self.create_timer(1.0 / rate, self.publish_frame)
+
+    def publish_frame(self) -> None:
+        image, masks, shapes = self.scene.step()
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
+        msg = RegionMasks(header=header, ids=list(range(len(masks))))
+        msg.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=header) for mask in masks]
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        self.truth[stamp] = [shape for shape in shapes]
+        while len(self.truth) > 50:
+            self.truth.pop(next(iter(self.truth)))
+        self.image_pub.publish(numpy_to_image(image, "rgb8", header=header))
+        self.masks_pub.publish(msg)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = SyntheticCamera()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
