@@ -6,12 +6,12 @@
 Pip-only installs run the same thing with ``osprey-perception`` and the same ``name:=value`` arguments.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from launch import LaunchDescription
 from osprey_ros.parameters import LAUNCH_ARGUMENTS, NODE_NAME
 
 ARGS = {arg.name: arg for arg in LAUNCH_ARGUMENTS}

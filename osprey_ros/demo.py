@@ -11,11 +11,10 @@ import os
 import time
 
 import rclpy
+from osprey_interfaces.msg import RegionDescriptionArray
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-
-from osprey_interfaces.msg import RegionDescriptionArray
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,6 +14,8 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
+from osprey_interfaces.srv import DescribeRegions
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -21,8 +23,6 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
-from osprey_interfaces.srv import DescribeRegions
 from osprey_model import EncodedFrame, OspreyPredictor
 from osprey_model.checkpoint_io import CheckpointError
 from osprey_model.embedded import default_checkpoint, parse_dtype
@@ -111,8 +111,8 @@ class PerceptionNode(Node):
             self._process_frame, self._on_worker_error
         )
         self.get_logger().info(
-            f"ready: model {self.model_name} on {settings.device}/{settings.dtype}, prompt mode {settings.prompt_mode}, "
-            f"max {settings.max_regions} regions, slop {settings.slop}s"
+            f"ready: model {self.model_name} on {settings.device}/{settings.dtype}, "
+            f"prompt mode {settings.prompt_mode}, max {settings.max_regions} regions, slop {settings.slop}s"
         )
 
     # ---- executor thread: never blocks on the model ----------------------------------------------------

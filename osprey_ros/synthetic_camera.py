@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import rclpy
+from osprey_interfaces.msg import RegionMasks
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from osprey_interfaces.msg import RegionMasks
 from osprey_model.shapes import Shape, random_shapes, render
 
 from .image_conversion import numpy_to_image

@@ -50,7 +50,7 @@ def test_big_endian_mono16() -> None:
 def test_bgr_and_rgba_to_rgb() -> None:
     rgb = _sample("rgb8")
     np.testing.assert_array_equal(image_to_rgb(numpy_to_image(rgb[:, :, ::-1], "bgr8")), rgb)
-    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 9, np.uint8)], axis=2)
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 9, np.uint8)], axis=2)
     np.testing.assert_array_equal(image_to_rgb(numpy_to_image(rgba, "rgba8")), rgb)
     bgra = np.concatenate([rgb[:, :, ::-1], rgba[:, :, 3:]], axis=2)
     np.testing.assert_array_equal(image_to_rgb(numpy_to_image(bgra, "bgra8")), rgb)
