@@ -9,10 +9,13 @@ DEMO_DIR ?= .cache/demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+INTERFACES := $(wildcard msg/*.msg srv/*.srv) osprey_interfaces/CMakeLists.txt osprey_interfaces/pyproject.toml
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py $(INTERFACES)
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --force-reinstall --no-deps ./osprey_interfaces
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -20,9 +23,7 @@ $(DEMO_DIR)/model/config.json: | $(STAMP)
 	$(PY) -m osprey_model.tiny --out $(DEMO_DIR)/model --demo-inputs $(DEMO_DIR)/inputs
 
 demo: $(STAMP) $(DEMO_DIR)/model/config.json
-	$(VENV)/bin/osprey-describe --model $(DEMO_DIR)/model --image $(DEMO_DIR)/inputs/shapes.png \
-		--mask $(DEMO_DIR)/inputs/mask_red_disk.png --mask $(DEMO_DIR)/inputs/mask_blue_square.png \
-		--max-new-tokens 12
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-demo --model $(DEMO_DIR)/model --frames 5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -42,6 +42,10 @@ setup(
         "console_scripts": [
             "osprey-describe = osprey_model.cli:main",
             "osprey-make-tiny = osprey_model.tiny:main",
+            "osprey_perception_node = osprey_ros.perception_node:main",
+            "synthetic_camera = osprey_ros.synthetic_camera:main",
+            "osprey-perception = osprey_ros.launcher:main",
+            "osprey-demo = osprey_ros.demo:main",
         ]
     },
     zip_safe=False,

@@ -17,16 +17,19 @@ from .parameters import LAUNCH_ARGUMENTS, LAUNCH_DEFAULTS
 
 
 def default_params_file() -> Path:
-    """config/perception.yaml: installed under share/osprey_ros, or beside the sources."""
+    """config/perception.yaml: from the ament index, pip's data files under sys.prefix, or the sources."""
+    candidates = []
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        installed = Path(get_package_share_directory("osprey_ros")) / "config" / "perception.yaml"
-        if installed.is_file():
-            return installed
-    except (ImportError, LookupError):
+        candidates.append(Path(get_package_share_directory("osprey_ros")))
+    except (ImportError, LookupError, OSError):  # OSError: AMENT_PREFIX_PATH unset (pip-only install)
         pass
-    return Path(__file__).resolve().parents[1] / "config" / "perception.yaml"
+    candidates += [Path(sys.prefix) / "share" / "osprey_ros", Path(__file__).resolve().parents[1]]
+    for share in candidates:
+        if (share / "config" / "perception.yaml").is_file():
+            return share / "config" / "perception.yaml"
+    raise FileNotFoundError("config/perception.yaml not found: pass params_file:=/path/to/perception.yaml")
 
 
 def parse_launch_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:

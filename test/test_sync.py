@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 
-from osprey_ros.latest_slot import LatestSlot
+import pytest
+
+from osprey_ros.frame_store import FrameStore
+from osprey_ros.model_worker import ModelWorker
 from osprey_ros.sync import ApproximateTimeSync
 
 MS = 1_000_000
@@ -48,17 +52,60 @@ def test_queues_are_bounded() -> None:
     assert len(sync2.masks) == 3 and sync2.stats.masks_unmatched == 47
 
 
-def test_latest_slot_keeps_newest_and_counts_drops() -> None:
-    slot: LatestSlot[int] = LatestSlot()
-    for i in range(10):
-        slot.put(i)
-    assert slot.take(timeout=0) == 9 and slot.dropped == 9
-    assert slot.take(timeout=0.01) is None
-    got = []
-    consumer = threading.Thread(target=lambda: got.append(slot.take(timeout=5)))
-    consumer.start()
-    slot.put(42)
-    consumer.join(5)
-    assert got == [42]
-    slot.close()
-    assert slot.take(timeout=5) is None
+def test_worker_keeps_newest_frame_and_counts_drops() -> None:
+    release = threading.Event()
+    seen: list[int] = []
+
+    def process(frame: int) -> None:
+        release.wait(5)
+        seen.append(frame)
+
+    worker: ModelWorker[int] = ModelWorker(process, on_error=lambda exc: None)
+    worker.submit_frame(0)  # taken at once, blocks in process()
+    deadline = time.monotonic() + 5
+    while worker.pending_frame and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for i in range(1, 10):
+        worker.submit_frame(i)
+    assert worker.frames_dropped == 8  # 1..8 were replaced, 9 waits
+    release.set()
+    while worker.frames_done < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert seen == [0, 9]
+    worker.stop()
+
+
+def test_worker_requests_go_first_and_errors_reach_the_caller() -> None:
+    errors: list[BaseException] = []
+    worker: ModelWorker[int] = ModelWorker(lambda frame: 1 / frame, on_error=errors.append, max_pending_requests=2)
+    assert worker.submit(lambda: 6 * 7).result(timeout=5) == 42
+    with pytest.raises(ValueError, match="bad question"):
+        worker.submit(lambda: (_ for _ in ()).throw(ValueError("bad question"))).result(timeout=5)
+    worker.submit_frame(0)  # ZeroDivisionError inside the model thread: reported, thread survives
+    assert worker.submit(lambda: "alive").result(timeout=5) == "alive"
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert isinstance(errors[0], ZeroDivisionError)
+    worker.stop()
+
+
+def test_frame_store_is_bounded_and_encodes_once() -> None:
+    store: FrameStore[str, str] = FrameStore(size=3)
+    for i in range(5):
+        store.add_image(i * 100 * MS, f"img{i}")
+    assert list(store.images) == [200 * MS, 300 * MS, 400 * MS]
+    assert store.find(0, 0) == 400 * MS
+    assert store.find(310 * MS, 20 * MS) == 300 * MS
+    assert store.find(350 * MS, 20 * MS) is None
+    calls: list[str] = []
+
+    def encode(image: str) -> str:
+        calls.append(image)
+        return image.upper()
+
+    assert store.features_for(300 * MS, None, encode) == "IMG3"
+    assert store.features_for(300 * MS, None, encode) == "IMG3"
+    assert calls == ["img3"] and store.encoded == 1
+    with pytest.raises(KeyError):
+        store.features_for(0, None, encode)

@@ -1,0 +1,147 @@
+"""Real-rclpy test harness: the node runs in its own process; the test talks to it over localhost DDS.
+
+Every process gets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and the test group's own ROS_DOMAIN_ID.
+Waiting is done with deadlines, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from osprey_interfaces.msg import RegionDescriptionArray, RegionMasks
+from osprey_interfaces.srv import DescribeRegions
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+
+def domain_id(offset: int) -> int:
+    """A domain per test group, spread by pid so concurrent runs on one machine do not meet (0..101 valid)."""
+    return 1 + (os.getpid() * 7 + offset) % 100
+
+
+def ros_env(domain: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+class NodeProcess:
+    """``osprey-perception`` started the way a pip-only user starts it, with a params YAML."""
+
+    def __init__(self, tmp: Path, domain: int, parameters: dict[str, Any], launch_args: dict[str, str]) -> None:
+        params_file = tmp / "params.yaml"
+        params_file.write_text(yaml.safe_dump({"/**/osprey_perception": {"ros__parameters": parameters}}))
+        self.log_path = tmp / "node.log"
+        args = [f"{k}:={v}" for k, v in {**launch_args, "params_file": str(params_file)}.items()]
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "osprey_ros.launcher", *args],
+            env=ros_env(domain),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 30.0, since: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log()[since:])
+            if match:
+                return match.group(0)
+            assert self.process.poll() is None, f"node exited:\n{self.log()}"
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matching {pattern!r} within {timeout}s:\n{self.log()[-3000:]}")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the node (the bootstrapper exec()s in place, so the pid is the node's)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+class RosTester:
+    """The test's own node: publishes camera input, collects every output, calls the service."""
+
+    def __init__(self, domain: int, image_topic: str, masks_topic: str, node_ns: str = "/osprey_perception") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = Node("tester", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.node.create_publisher(Image, image_topic, qos)
+        self.masks_pub = self.node.create_publisher(RegionMasks, masks_topic, qos)
+        self.descriptions: list[RegionDescriptionArray] = []
+        self.overlays: list[Image] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(RegionDescriptionArray, f"{node_ns}/descriptions", self.descriptions.append, qos)
+        self.node.create_subscription(Image, f"{node_ns}/overlay", self.overlays.append, qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.client = self.node.create_client(DescribeRegions, f"{node_ns}/describe")
+
+    def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def wait_for_node(self, timeout: float = 60.0) -> None:
+        self.spin_until(
+            lambda: (
+                self.image_pub.get_subscription_count() > 0
+                and self.masks_pub.get_subscription_count() > 0
+                and self.client.service_is_ready()
+            ),
+            timeout,
+            "the node's subscriptions and service",
+        )
+
+    def call(self, request: DescribeRegions.Request, timeout: float = 60.0) -> DescribeRegions.Response:
+        future = self.client.call_async(request)
+        self.spin_until(future.done, timeout, "the service response")
+        return future.result()
+
+    def diagnostic(self, key: str) -> str:
+        """The latest value of one pipeline diagnostic."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                for value in status.values:
+                    if value.key == key:
+                        return value.value
+        raise KeyError(key)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)

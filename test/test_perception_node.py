@@ -1,0 +1,265 @@
+"""The perception node in its own process, driven over real DDS by a test node (localhost only)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from osprey_interfaces.msg import RegionMasks
+from osprey_interfaces.srv import DescribeRegions
+from ros_harness import NodeProcess, RosTester, domain_id
+from std_msgs.msg import Header
+
+from osprey_model.shapes import Shape, render
+from osprey_ros.image_conversion import numpy_to_image
+
+IMAGE_TOPIC, MASKS_TOPIC = "/cam/image", "/cam/region_masks"
+MAX_REGIONS = 6
+WIDTH, HEIGHT = 96, 72
+_stamps = itertools.count(1000)
+
+
+def next_header() -> Header:
+    return Header(stamp=Time(sec=next(_stamps), nanosec=250_000_000), frame_id="cam")
+
+
+def scene() -> tuple[np.ndarray, list[np.ndarray]]:
+    shapes = [Shape("circle", "red", 35, 30, 22), Shape("square", "blue", 60, 42, 20)]
+    image, masks = render(shapes, WIDTH, HEIGHT)
+    return image, masks
+
+
+def masks_msg(header: Header, masks: list[np.ndarray], ids: list[int] | None = None) -> RegionMasks:
+    msg = RegionMasks(header=header, ids=ids or [])
+    msg.masks = [numpy_to_image(m.astype(np.uint8) * 255, "mono8", header=header) for m in masks]
+    return msg
+
+
+def stamp_of(msg) -> tuple[int, int]:
+    stamp = msg.stamp if isinstance(msg, Header) else msg.header.stamp
+    return stamp.sec, stamp.nanosec
+
+
+@pytest.fixture(scope="module")
+def ros(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    domain = domain_id(11)
+    parameters = {
+        "model_dir": str(tiny_dir),
+        "max_new_tokens": 3,
+        "max_regions": MAX_REGIONS,
+        "slop": 0.05,
+        "qos_reliability": "reliable",
+        "diagnostics_period": 0.2,
+        "cache_size": 4,
+    }
+    node = NodeProcess(
+        tmp_path_factory.mktemp("node"), domain, parameters, {"image_topic": IMAGE_TOPIC, "masks_topic": MASKS_TOPIC}
+    )
+    tester = RosTester(domain, IMAGE_TOPIC, MASKS_TOPIC)
+    try:
+        node.wait_for_log("ready: model", timeout=120)
+        tester.wait_for_node()
+        yield node, tester
+    finally:
+        tester.close()
+        node.stop()
+
+
+def publish_frame(tester: RosTester, image: np.ndarray, masks: list[np.ndarray], **kwargs) -> Header:
+    header = next_header()
+    tester.image_pub.publish(numpy_to_image(image, "rgb8", header=header))
+    tester.masks_pub.publish(masks_msg(header, masks, **kwargs))
+    return header
+
+
+def wait_description(tester: RosTester, header: Header, timeout: float = 60.0):
+    key = stamp_of(header)
+    tester.spin_until(lambda: any(stamp_of(d) == key for d in tester.descriptions), timeout, f"descriptions of {key}")
+    return next(d for d in tester.descriptions if stamp_of(d) == key)
+
+
+def assert_still_serving(tester: RosTester) -> None:
+    image, masks = scene()
+    request = DescribeRegions.Request(image=numpy_to_image(image, "rgb8", header=next_header()), max_new_tokens=2)
+    request.masks = [numpy_to_image(m.astype(np.uint8) * 255, "mono8") for m in masks]
+    response = tester.call(request)
+    assert response.success, response.message
+    assert len(response.answers) == 2
+
+
+def test_frame_gives_one_description_array_and_overlay(ros) -> None:
+    _, tester = ros
+    image, masks = scene()
+    header = publish_frame(tester, image, masks, ids=[7, 9])
+    result = wait_description(tester, header)
+    tester.spin_until(lambda: any(stamp_of(o) == stamp_of(header) for o in tester.overlays), 30, "the overlay")
+    assert result.header.frame_id == "cam"
+    assert [r.id for r in result.regions] == [7, 9]
+    assert [r.area for r in result.regions] == [int(m.sum()) for m in masks]
+    ys, xs = np.nonzero(masks[1])
+    box = result.regions[1].bbox
+    assert (box.x_offset, box.y_offset, box.width, box.height) == (xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1)
+    assert all(isinstance(r.label, str) and r.description == "" for r in result.regions)
+    assert result.model_name and result.inference_time > 0
+    overlay = next(o for o in tester.overlays if stamp_of(o) == stamp_of(header))
+    assert (overlay.width, overlay.height, overlay.encoding) == (WIDTH, HEIGHT, "rgb8")
+    tester.spin_until(lambda: bool(tester.diagnostics), 10, "diagnostics")
+    assert sum(stamp_of(d) == stamp_of(header) for d in tester.descriptions) == 1
+
+
+def test_service_on_cached_frame_reuses_features(ros) -> None:
+    _, tester = ros
+    image, masks = scene()
+    header = publish_frame(tester, image, masks)
+    wait_description(tester, header)
+    tester.spin_until(lambda: len(tester.diagnostics) > 2, 10, "diagnostics")
+    encoded_before = int(tester.diagnostic("frames_encoded_for_service"))
+    request = DescribeRegions.Request(stamp=header.stamp, question="What colour is <region>?", max_new_tokens=2)
+    request.masks = [numpy_to_image(masks[0].astype(np.uint8) * 255, "mono8")]
+    response = tester.call(request)
+    assert response.success, response.message
+    assert len(response.answers) == 1 and response.stamp == header.stamp
+    count = len(tester.diagnostics)
+    tester.spin_until(lambda: len(tester.diagnostics) > count + 1, 10, "fresh diagnostics")
+    assert int(tester.diagnostic("frames_encoded_for_service")) == encoded_before  # no re-encoding
+
+    latest = DescribeRegions.Request(max_new_tokens=2)  # zero stamp: the latest frame
+    latest.masks = request.masks
+    response = tester.call(latest)
+    assert response.success and response.stamp == header.stamp
+
+
+def test_service_with_image_in_request(ros) -> None:
+    _, tester = ros
+    assert_still_serving(tester)
+
+
+def test_bad_topic_input_is_logged_and_node_keeps_serving(ros) -> None:
+    node, tester = ros
+    image, masks = scene()
+    cases = []
+
+    start = len(node.log())
+    publish_frame(tester, image, [np.ones((10, 10), bool)])
+    cases.append(node.wait_for_log(r"mask 0 has shape \(10, 10\), the image is \(72, 96\)", since=start))
+
+    start = len(node.log())
+    publish_frame(tester, image, [masks[0], np.zeros_like(masks[1])])
+    cases.append(node.wait_for_log(r"mask 1 is empty", since=start))
+
+    for mutate, pattern in [
+        (lambda msg: setattr(msg, "encoding", "yuv422"), r"unsupported image encoding 'yuv422'"),
+        (lambda msg: setattr(msg, "data", bytes(msg.data)[:100]), r"truncated image data: 100 bytes"),
+    ]:
+        start = len(node.log())
+        header = next_header()
+        msg = numpy_to_image(image, "rgb8", header=header)
+        mutate(msg)
+        tester.image_pub.publish(msg)
+        tester.masks_pub.publish(masks_msg(header, masks))
+        cases.append(node.wait_for_log(pattern, since=start))
+
+    start = len(node.log())
+    header = next_header()
+    tester.masks_pub.publish(masks_msg(header, masks))  # no image ever comes for this stamp
+    later = publish_frame(tester, image, masks)
+    cases.append(node.wait_for_log(r"dropped 1 mask set\(s\) with no camera image within slop=0.05s", since=start))
+    wait_description(tester, later)
+    tester.spin_until(lambda: int(tester.diagnostic("mask_sets_unmatched")) >= 1, 10, "the unmatched count")
+
+    assert len(cases) == 5 and node.alive()
+    assert_still_serving(tester)
+
+
+def test_thousand_masks_are_capped_and_said_so(ros) -> None:
+    node, tester = ros
+    image, masks = scene()
+    many = [masks[i % 2] for i in range(1000)]
+    start = len(node.log())
+    header = publish_frame(tester, image, many)
+    node.wait_for_log(rf"1000 masks received, describing the first {MAX_REGIONS} \(max_regions\)", since=start)
+    result = wait_description(tester, header)
+    assert len(result.regions) == MAX_REGIONS
+
+    request = DescribeRegions.Request(image=numpy_to_image(image, "rgb8", header=next_header()), max_new_tokens=1)
+    request.masks = [numpy_to_image(m.astype(np.uint8) * 255, "mono8") for m in many]
+    response = tester.call(request)
+    assert response.success and len(response.answers) == MAX_REGIONS
+    assert f"capped: 1000 masks received, answered the first {MAX_REGIONS}" in response.message
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda image, masks: DescribeRegions.Request(), "empty request"),
+        (
+            lambda image, masks: DescribeRegions.Request(
+                image=numpy_to_image(image, "rgb8"), masks=[numpy_to_image(np.ones((5, 5), np.uint8), "mono8")]
+            ),
+            r"mask 0 has shape \(5, 5\)",
+        ),
+        (
+            lambda image, masks: DescribeRegions.Request(
+                image=numpy_to_image(image, "rgb8"), masks=[numpy_to_image(masks[0].astype(np.uint16), "mono16")]
+            ),
+            "masks must be mono8",
+        ),
+        (
+            lambda image, masks: DescribeRegions.Request(
+                stamp=Time(sec=5), masks=[numpy_to_image(masks[0].astype(np.uint8), "mono8")]
+            ),
+            "no cached frame near stamp 5.000",
+        ),
+    ],
+    ids=["empty", "mask-size", "mask-encoding", "unknown-stamp"],
+)
+def test_bad_service_requests_get_error_messages(ros, build, message) -> None:
+    node, tester = ros
+    image, masks = scene()
+    start = len(node.log())
+    response = tester.call(build(image, masks))
+    assert not response.success and not response.answers
+    assert re.search(message, response.message), response.message
+    node.wait_for_log(r"~/describe: .*" + message, since=start)
+    assert_still_serving(tester)
+
+
+def test_overload_keeps_memory_bounded_and_newest_frame(ros) -> None:
+    node, tester = ros
+    image, masks = scene()
+    four = [*masks, masks[0], masks[1]]
+    warmup = [wait_description(tester, publish_frame(tester, image, four)) for _ in range(3)]
+    model_period = float(np.median([w.inference_time for w in warmup]))
+    rss_before = node.rss_mb()
+    dropped_before = int(tester.diagnostic("frames_dropped"))
+
+    interval = model_period / 2  # twice the rate the model can serve
+    headers = []
+    for _ in range(40):
+        headers.append(publish_frame(tester, image, four))
+        spin_for(tester, interval)
+    newest = wait_description(tester, headers[-1], timeout=120)
+    assert len(newest.regions) == 4
+    described = {stamp_of(d) for d in tester.descriptions} & {stamp_of(h) for h in headers}
+    count = len(tester.diagnostics)
+    tester.spin_until(lambda: len(tester.diagnostics) > count + 1, 10, "fresh diagnostics")
+    dropped = int(tester.diagnostic("frames_dropped")) - dropped_before
+    print(
+        f"overload: model period {model_period * 1000:.0f} ms, {len(headers)} frames, {len(described)} described, "
+        f"{dropped} dropped, rss {rss_before:.0f} -> {node.rss_mb():.0f} MB"
+    )
+    assert dropped > 0 and len(described) < len(headers)
+    assert len(described) + dropped == len(headers)  # every frame is either described or counted as dropped
+    assert node.rss_mb() - rss_before < 150  # at most one pending frame; no queue grows with the overload
+
+
+def spin_for(tester: RosTester, seconds: float) -> None:
+    """Keep the test's executor serving for ``seconds`` (paces publishing at a fixed rate)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        tester.executor.spin_once(timeout_sec=max(0.0, min(0.01, end - time.monotonic())))
