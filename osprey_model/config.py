@@ -123,7 +123,9 @@ def _osprey_7b() -> OspreyConfig:
 def _tiny() -> OspreyConfig:
     """Same code paths at toy widths, for tests and CPU demos."""
     return OspreyConfig(
-        vision=VisionConfig(timm_model_name="convnext_atto", open_clip_model="", clip_embed_dim=64, image_size=128),
+        vision=VisionConfig(
+            timm_model_name="convnext_zepto_rms", open_clip_model="", clip_embed_dim=64, image_size=128
+        ),
         mask_extractor=MaskExtractorConfig(embed_dim=64, mask_shape=28),
         hidden_size=64,
         intermediate_size=172,

@@ -92,11 +92,18 @@ class OspreyForCausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.projector[0].weight.dtype
 
-    def encode_images(self, pixel_values: torch.Tensor) -> ImageFeatures:
-        """The frozen tower runs without gradients in every stage; the projector may train."""
-        with torch.no_grad():
-            levels = self.vision_tower(pixel_values.to(self.device, self.vision_tower_dtype))
-        levels = {name: feats.to(self.dtype) for name, feats in levels.items()}
+    def encode_images(
+        self, pixel_values: torch.Tensor | None, vision_levels: dict[str, torch.Tensor] | None = None
+    ) -> ImageFeatures:
+        """The frozen tower runs without gradients in every stage; the projector may train.
+
+        ``vision_levels``: the tower's outputs computed earlier (the tower is frozen, so a trainer may
+        cache them per image); then ``pixel_values`` is not used.
+        """
+        if vision_levels is None:
+            with torch.no_grad():
+                vision_levels = self.vision_tower(pixel_values.to(self.device, self.vision_tower_dtype))
+        levels = {name: feats.to(self.device, self.dtype) for name, feats in vision_levels.items()}
         tokens = levels[self.config.vision.image_token_level].flatten(2).transpose(1, 2)
         return ImageFeatures(levels=levels, image_tokens=self.projector(tokens))
 
@@ -165,9 +172,10 @@ class OspreyForCausalLM(nn.Module):
         pixel_values: torch.Tensor,
         masks: list[torch.Tensor],
         labels: list[torch.Tensor] | None = None,
+        vision_levels: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """A batch of prompts (one image and its masks each) → right-padded embeds, attention mask, labels."""
-        features = self.encode_images(pixel_values)
+        features = self.encode_images(pixel_values, vision_levels)
         rows, row_labels = [], []
         for i, ids in enumerate(input_ids):
             mask_tokens, pos_tokens = self.encode_regions(features, i, masks[i])
@@ -198,8 +206,9 @@ class OspreyForCausalLM(nn.Module):
         pixel_values: torch.Tensor,
         masks: list[torch.Tensor],
         labels: list[torch.Tensor] | None = None,
+        vision_levels: dict[str, torch.Tensor] | None = None,
     ) -> CausalLMOutputWithPast:
-        embeds, attention, padded_labels = self.prepare_inputs(input_ids, pixel_values, masks, labels)
+        embeds, attention, padded_labels = self.prepare_inputs(input_ids, pixel_values, masks, labels, vision_levels)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention, labels=padded_labels)
 
     # ---- checkpoints ---------------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""Every region of a frame in one pass: a shared prefix prefilled once, region suffixes as one batch.
+
+The released model asks one region per call and re-reads the whole ~1100-token prompt each time. Here the
+prompt is split at the first ``<mask>``: the prefix (system prompt, image tokens, question text) is
+identical for all regions and is prefilled once per frame and prompt, and its KV cache kept; the suffixes
+(``<mask><pos>`` and the rest) differ only in the two region embeddings, so they are prefilled as one
+batch on top of the shared cache, and all regions decode together with per-sequence stopping. Greedy
+answers are token-identical to the one-region-per-call path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from transformers import DynamicCache
+
+from .modeling_osprey import ImageFeatures, OspreyForCausalLM
+
+
+class PrefixCache:
+    """KV caches of prompt prefixes per frame; a small LRU so a robot's memory stays bounded."""
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, tuple[int, ...]], tuple[ImageFeatures, DynamicCache]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, features: ImageFeatures, prefix_ids: tuple[int, ...]) -> DynamicCache | None:
+        entry = self._entries.get((id(features), prefix_ids))
+        if entry is None or entry[0] is not features:  # id() reuse after garbage collection
+            self.misses += 1
+            return None
+        self._entries.move_to_end((id(features), prefix_ids))
+        self.hits += 1
+        return entry[1]
+
+    def put(self, features: ImageFeatures, prefix_ids: tuple[int, ...], cache: DynamicCache) -> None:
+        self._entries[(id(features), prefix_ids)] = (features, cache)  # holding features keeps id() unique
+        self._entries.move_to_end((id(features), prefix_ids))
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+
+@torch.inference_mode()
+def generate_regions(
+    model: OspreyForCausalLM,
+    features: ImageFeatures,
+    ids: torch.Tensor,
+    mask_tokens: torch.Tensor,
+    pos_tokens: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    temperature: float = 0.0,
+    prefix_cache: PrefixCache | None = None,
+) -> list[list[int]]:
+    """New token ids for each region; ``ids`` is a one-region prompt (exactly one ``<mask><pos>``)."""
+    lm = model.language_model
+    device = model.device
+    ids = ids.to(device)
+    mask_at = int((ids == model.mask_token_id).nonzero()[0])
+    prefix_ids, suffix_ids = ids[:mask_at], ids[mask_at:]
+    count = len(mask_tokens)
+
+    cache = prefix_cache.get(features, tuple(prefix_ids.tolist())) if prefix_cache else None
+    if cache is None:
+        prefix_embeds, _ = model.splice(prefix_ids, features.image_tokens[0], mask_tokens[:0], pos_tokens[:0])
+        cache = DynamicCache()
+        lm(inputs_embeds=prefix_embeds[None], past_key_values=cache, use_cache=True)
+        if prefix_cache is not None:
+            prefix_cache.put(features, tuple(prefix_ids.tolist()), cache)
+    cache = copy.deepcopy(cache)  # the stored prefix stays as it is for the next question
+    prefix_len = cache.get_seq_length()
+    cache.batch_repeat_interleave(count)
+
+    suffix = torch.stack(
+        [model.splice(suffix_ids, None, mask_tokens[i : i + 1], pos_tokens[i : i + 1])[0] for i in range(count)]
+    )
+    length = prefix_len + suffix.shape[1]
+    budget = min(max_new_tokens, model.config.max_position_embeddings - length)
+    logits = lm(
+        inputs_embeds=suffix,
+        past_key_values=cache,
+        attention_mask=torch.ones((count, length), dtype=torch.long, device=device),
+        use_cache=True,
+    ).logits[:, -1]
+
+    outputs: list[list[int]] = [[] for _ in range(count)]
+    active = torch.arange(count, device=device)  # rows of the batch still generating
+    for step in range(budget):
+        tokens = _pick(logits, temperature)
+        for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
+            outputs[row].append(token)
+        keep = tokens != eos_token_id
+        if step == budget - 1 or not keep.any():
+            break
+        if not keep.all():  # finished regions leave the batch: no more compute for them
+            cache.batch_select_indices(keep.nonzero().flatten())
+            active, tokens = active[keep], tokens[keep]
+        length += 1
+        logits = lm(
+            input_ids=tokens[:, None],
+            past_key_values=cache,
+            attention_mask=torch.ones((len(active), length), dtype=torch.long, device=device),
+            use_cache=True,
+        ).logits[:, -1]
+    return outputs
+
+
+def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1).flatten()

@@ -1,0 +1,66 @@
+"""The batched path answers exactly what the one-region-per-call path answers (greedy, token for token)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from osprey_model import OspreyPredictor
+from osprey_model.shapes import random_shapes, render
+
+
+def _frame(seed: int, count: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    image, masks = render(random_shapes(rng, 160, 120, count, overlap=0.3), 160, 120, rng)
+    masks = [m for m in masks if m.any()]
+    while len(masks) < count:  # fully hidden shapes: stand-in regions so the count is as asked
+        box = np.zeros((120, 160), bool)
+        box[10 * len(masks) : 10 * len(masks) + 8, 5:40] = True
+        masks.append(box)
+    return image, masks
+
+
+@pytest.mark.parametrize("count", [1, 3, 8])
+@pytest.mark.parametrize("prompt", ["short", "category", "detailed", "What colour is <region>?"])
+def test_batched_equals_one_region_per_call(tiny_predictor: OspreyPredictor, count: int, prompt: str) -> None:
+    image, masks = _frame(count, count)
+    frame = tiny_predictor.encode(image)
+    sequential = tiny_predictor.describe(frame, masks, prompt=prompt, max_new_tokens=6, batched=False)
+    batched = tiny_predictor.describe(frame, masks, prompt=prompt, max_new_tokens=6, batched=True)
+    assert batched == sequential and len(batched) == count
+
+
+def test_prefix_is_prefilled_once_per_frame_and_prompt(tiny_predictor: OspreyPredictor) -> None:
+    image, masks = _frame(3, 4)
+    frame = tiny_predictor.encode(image)
+    cache = tiny_predictor.prefix_cache
+    hits, misses = cache.hits, cache.misses
+    first = tiny_predictor.describe(frame, masks, max_new_tokens=4)
+    again = tiny_predictor.describe(frame, masks[:2], max_new_tokens=4)
+    assert (cache.misses - misses, cache.hits - hits) == (1, 1)
+    assert again == first[:2]  # the stored prefix is not changed by a use
+
+
+def test_early_stopping_rows_leave_the_batch(tiny_predictor: OspreyPredictor) -> None:
+    """Per-sequence stopping: make EOS the greedy choice for one region only, via a hook on the LM head."""
+    image, masks = _frame(5, 3)
+    frame = tiny_predictor.encode(image)
+    eos = tiny_predictor.tokenizer.eos_token_id
+    head = tiny_predictor.model.language_model.lm_head
+    calls = []
+
+    def force_eos_for_first_row(module, inputs, output):
+        calls.append(output.shape[0])
+        if output.shape[0] == 3 and calls.count(3) == 1:  # the suffix prefill: region 0 ends right away
+            output[0, -1, :] = -1e9
+            output[0, -1, eos] = 1e9
+        return output
+
+    handle = head.register_forward_hook(force_eos_for_first_row)
+    try:
+        answers = tiny_predictor.describe(frame, masks, max_new_tokens=5)
+    finally:
+        handle.remove()
+    assert answers[0] == "" and all(a != "" for a in answers[1:])
+    assert calls[0] == 1 and calls[1] == 3  # the shared prefix once, then the three suffixes as a batch
+    assert set(calls[2:]) == {2}  # later steps run only the two live rows
