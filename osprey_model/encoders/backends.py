@@ -1,0 +1,120 @@
+"""The encoder backends. Each turns normalised pixels into the trunk's four stage outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..config import FEATURE_LEVELS
+from ..vision_tower import ClipConvNeXtVisionTower
+from .onnx_export import export_onnx, tower_fingerprint
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path.home() / ".cache" / "osprey_ros" / "encoders"
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend cannot run here (library missing, no GPU, ...)."""
+
+
+class EncoderBackend(Protocol):
+    name: str
+
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+class TorchEncoder:
+    name = "torch"
+
+    def __init__(self, tower: ClipConvNeXtVisionTower) -> None:
+        self.tower = tower
+
+    @torch.inference_mode()
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        param = next(self.tower.parameters())
+        return self.tower(pixel_values.to(param.device, param.dtype))
+
+
+class CompiledEncoder(TorchEncoder):
+    """torch.compile of the trunk in channels_last (GPU; compiling on CPU works but takes minutes)."""
+
+    name = "compile"
+
+    def __init__(self, tower: ClipConvNeXtVisionTower, require_gpu: bool = True) -> None:
+        if require_gpu and not next(tower.parameters()).is_cuda:
+            raise BackendUnavailable("torch.compile backend is for GPUs and the model is on the CPU")
+        super().__init__(tower.to(memory_format=torch.channels_last))
+        self._compiled = torch.compile(self.tower, mode="max-autotune-no-cudagraphs")
+
+    @torch.inference_mode()
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        param = next(self.tower.parameters())
+        pixels = pixel_values.to(param.device, param.dtype).contiguous(memory_format=torch.channels_last)
+        return self._compiled(pixels)
+
+
+class OnnxRuntimeEncoder:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, device: torch.device) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable("onnxruntime is not installed") from exc
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(onnx_path), providers=providers)
+        self.device = device
+
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.session.run(list(FEATURE_LEVELS), {"pixel_values": pixel_values.float().cpu().numpy()})
+        return {name: torch.from_numpy(out).to(self.device) for name, out in zip(FEATURE_LEVELS, outputs, strict=True)}
+
+
+def onnx_file(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> Path:
+    path = cache_dir / f"convnext-{tower_fingerprint(tower)}.onnx"
+    if not path.is_file():
+        tmp = path.with_suffix(".tmp.onnx")
+        export_onnx(tower.float(), tmp)
+        tmp.rename(path)
+    return path
+
+
+def create_tensorrt(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> EncoderBackend:
+    from .tensorrt_engine import TensorRTEncoder  # imports tensorrt; BackendUnavailable when it is missing
+
+    return TensorRTEncoder(onnx_file(tower.cpu(), cache_dir), cache_dir, tower_fingerprint(tower))
+
+
+BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
+_FALLBACK = {"tensorrt": "onnxruntime", "onnxruntime": "torch", "compile": "torch"}
+
+
+def create_encoder(
+    name: str, tower: ClipConvNeXtVisionTower, cache_dir: Path = DEFAULT_CACHE, log: logging.Logger | None = None
+) -> EncoderBackend:
+    """The named backend, or the first fallback that works; one log line per backend given up."""
+    log = log or logger
+    if name not in BACKENDS:
+        raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    device = next(tower.parameters()).device
+    while True:
+        try:
+            if name == "torch":
+                return TorchEncoder(tower)
+            if name == "compile":
+                return CompiledEncoder(tower)
+            if name == "onnxruntime":
+                return OnnxRuntimeEncoder(onnx_file(tower, cache_dir), device)
+            return create_tensorrt(tower, cache_dir)
+        except BackendUnavailable as exc:
+            fallback = _FALLBACK[name]
+            log.warning("encoder backend %s unavailable (%s); falling back to %s", name, exc, fallback)
+            name = fallback
