@@ -109,15 +109,15 @@ def generate(
             conv.append((f"What is the colour of <region{r}>?" + SHORT_ANSWER_SUFFIX, info[k]["colour"]))
             conv.append((f"What shape is <region{r}>?" + SHORT_ANSWER_SUFFIX, info[k]["category"]))
         files["conversation"].append(_osprey_record(image_id, file_name, masks, shapes, _turns(conv)))
-        # Short form: one region per question, all regions, as the node asks them.
+        # Short form: every region in turn, inline (<region> is the next region), as the node asks them.
         short = []
         for k in range(n):
-            short.append(
-                (f"Please give me a short description of <region{k + 1}>. Using a short phrase.", info[k]["short"])
-            )
-            short.append(
-                (f"What is the category of <region{k + 1}>? Using only one word or phrase.", info[k]["category"])
-            )
+            if rng.random() < 0.6:
+                short.append(
+                    ("Please give me a short description of <region>. Using a short phrase.", info[k]["short"])
+                )
+            else:
+                short.append(("What is the category of <region>? Using only one word or phrase.", info[k]["category"]))
         files["short_form"].append(_osprey_record(image_id, file_name, masks, shapes, _turns(short)))
         # Detailed description of one region (<region> form).
         k = int(rng.integers(n))
