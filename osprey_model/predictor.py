@@ -15,6 +15,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from .batched_generation import PrefixCache, generate_regions
 from .conversation import multi_region_prompt, single_region_prompt
+from .encoders import EncoderBackend, TorchEncoder, create_encoder
 from .image_processing import ImageInput, OspreyImageProcessor, masks_to_tensor, to_rgb_array
 from .modeling_osprey import ImageFeatures, OspreyForCausalLM
 from .tokenization import add_region_tokens, load_tokenizer, tokenize_prompt
@@ -31,9 +32,12 @@ class EncodedFrame:
 
 
 class OspreyPredictor:
-    def __init__(self, model: OspreyForCausalLM, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, model: OspreyForCausalLM, tokenizer: PreTrainedTokenizerBase, encoder: EncoderBackend | None = None
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.encoder = encoder or TorchEncoder(model.vision_tower)
         model.set_region_token_ids(*add_region_tokens(tokenizer))
         self.processor = OspreyImageProcessor(model.config.vision.image_size)
         self.image_token_count = (model.config.vision.image_size // model.vision_tower.strides[2]) ** 2
@@ -47,14 +51,16 @@ class OspreyPredictor:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        encoder_backend: str = "torch",
     ) -> OspreyPredictor:
+        """``encoder_backend``: torch, compile, onnxruntime or tensorrt (falls back, logging why)."""
         model = OspreyForCausalLM.from_pretrained(model_dir, clip_path, device=device, dtype=dtype)
-        return cls(model, load_tokenizer(model_dir))
+        return cls(model, load_tokenizer(model_dir), create_encoder(encoder_backend, model.vision_tower))
 
     @torch.inference_mode()
     def encode(self, image: ImageInput) -> EncodedFrame:
         rgb = to_rgb_array(image)
-        features = self.model.encode_images(self.processor(rgb))
+        features = self.model.encode_images(None, vision_levels=self.encoder(self.processor(rgb)))
         return EncodedFrame(features=features, image_hw=rgb.shape[:2])
 
     def describe(

@@ -91,7 +91,12 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         choices=("raw", "compressed"),
     ),
     ParamSpec("publish_overlay", True, "Publish ~/overlay (masks coloured, labels drawn) for RViz and rqt."),
-    ParamSpec("encoder_backend", "torch", "Vision encoder backend.", choices=("torch",)),
+    ParamSpec(
+        "encoder_backend",
+        "torch",
+        "Vision encoder backend; an unavailable one falls back (tensorrt → onnxruntime → torch), said in the log.",
+        choices=("torch", "compile", "onnxruntime", "tensorrt"),
+    ),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.1, max_value=60.0),
     ParamSpec(
         "service_timeout", 30.0, "Seconds a ~/describe call may wait for the model.", min_value=0.1, max_value=3600.0

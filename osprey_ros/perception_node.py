@@ -62,7 +62,11 @@ class PipelineStats:
 def load_predictor(settings: NodeSettings) -> OspreyPredictor:
     model_dir = Path(settings.model_dir) if settings.model_dir else default_checkpoint()
     return OspreyPredictor.from_pretrained(
-        model_dir, settings.clip_path or None, device=settings.device, dtype=parse_dtype(settings.dtype)
+        model_dir,
+        settings.clip_path or None,
+        device=settings.device,
+        dtype=parse_dtype(settings.dtype),
+        encoder_backend=settings.encoder_backend,
     )
 
 
@@ -70,8 +74,6 @@ class PerceptionNode(Node):
     def __init__(self, predictor: OspreyPredictor | None = None, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.settings = settings = declare_parameters(self)
-        if settings.encoder_backend != "torch":
-            raise ValueError(f"encoder_backend {settings.encoder_backend!r} is not available")
         self.model_name = Path(settings.model_dir).name if settings.model_dir else "embedded-tiny"
         self.describer = RegionDescriber(
             predictor or load_predictor(settings), settings.prompt_mode, settings.max_new_tokens

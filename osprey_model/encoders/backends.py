@@ -96,13 +96,16 @@ _FALLBACK = {"tensorrt": "onnxruntime", "onnxruntime": "torch", "compile": "torc
 
 
 def create_encoder(
-    name: str, tower: ClipConvNeXtVisionTower, cache_dir: Path = DEFAULT_CACHE, log: logging.Logger | None = None
+    name: str, tower: ClipConvNeXtVisionTower, cache_dir: Path | None = None, log: logging.Logger | None = None
 ) -> EncoderBackend:
-    """The named backend, or the first fallback that works; one log line per backend given up."""
+    """The named backend, or the first fallback that works; one log line per backend given up.
+
+    Exports and engines are cached in ``cache_dir`` (default ~/.cache/osprey_ros/encoders).
+    """
     log = log or logger
     if name not in BACKENDS:
         raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    cache_dir = Path(cache_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     cache_dir.mkdir(parents=True, exist_ok=True)
     device = next(tower.parameters()).device
     while True:
