@@ -131,7 +131,7 @@ def bench_paths(predictor: OspreyPredictor, args: argparse.Namespace) -> list[di
         for path, batched in (("baseline", False), ("batched", True)):
             answers: list[str] = []
 
-            def run(batched=batched, answers=answers) -> None:
+            def run(batched=batched, answers=answers, image=image, masks=masks) -> None:
                 encoded = predictor.encode(image)
                 answers[:] = predictor.describe(encoded, masks, max_new_tokens=args.max_new_tokens, batched=batched)
 
@@ -153,8 +153,9 @@ def bench_paths(predictor: OspreyPredictor, args: argparse.Namespace) -> list[di
         row["same_answers"] = row["baseline_answers"] == row["batched_answers"]
         row["speedup_p50"] = row["baseline"]["p50_ms"] / row["batched"]["p50_ms"]
         rows.append(row)
-        print(f"{count:>3} regions: baseline {row['baseline']['p50_ms']:.1f} ms, batched {row['batched']['p50_ms']:.1f} ms, "
-              f"x{row['speedup_p50']:.2f}, same answers: {row['same_answers']}", flush=True)  # fmt: skip
+        base, fast = row["baseline"]["p50_ms"], row["batched"]["p50_ms"]
+        print(f"{count:>3} regions: baseline {base:.1f} ms, batched {fast:.1f} ms, x{row['speedup_p50']:.2f}, "
+              f"same answers: {row['same_answers']}", flush=True)  # fmt: skip
     return rows
 
 
@@ -174,7 +175,7 @@ def bench_encoders(predictor: OspreyPredictor, args: argparse.Namespace, cache: 
             continue
         for _ in range(3):
             encoder(pixels)
-        times = [timed(lambda encoder=encoder: encoder(pixels), device) for _ in range(args.repeats * 2)]
+        times = [timed(lambda encoder=encoder: encoder(pixels), device) for _ in range(2 * args.repeats)]
         out[name] = {"available": True, "p50_ms": 1000 * statistics.median(times)}
         print(f"encoder {name}: {out[name]['p50_ms']:.2f} ms", flush=True)
     return out
@@ -184,7 +185,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Osprey region-description benchmark — {result['machine']}",
         "",
-        f"{result['date']}; preset `{result['preset']}`, {result['device']} {result['dtype']}, torch {result['torch']}; "
+        f"{result['date']}; preset `{result['preset']}`, {result['device']} {result['dtype']}, "
+        f"torch {result['torch']}; "
         f"{result['max_new_tokens']} new tokens at most per region, {result['repeats']} repeats; "
         "per-frame latency includes the encoder.",
         "",
