@@ -3,7 +3,6 @@ PYTHON_BOOT ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_DIR ?= .cache/demo
 
 .PHONY: demo test lint venv clean
 
@@ -19,11 +18,8 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py $(INTERFACES)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-$(DEMO_DIR)/model/config.json: | $(STAMP)
-	$(PY) -m osprey_model.tiny --out $(DEMO_DIR)/model --demo-inputs $(DEMO_DIR)/inputs
-
-demo: $(STAMP) $(DEMO_DIR)/model/config.json
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-demo --model $(DEMO_DIR)/model --frames 5
+demo: $(STAMP)
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-demo --frames 5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 from transformers import LlamaTokenizerFast
 
 from .config import OspreyConfig, get_preset
@@ -35,10 +36,16 @@ def llama2_tokenizer() -> LlamaTokenizerFast:
 
 
 def save_open_clip_file(model: OspreyForCausalLM, path: Path) -> None:
-    """The vision tower as open_clip stores it (``visual.*``), plus a text-tower key that loaders skip."""
+    """The vision tower as open_clip stores it (``visual.*``), plus a text-tower key that loaders skip.
+
+    A ``.safetensors`` path writes safetensors, anything else a torch pickle like the released file.
+    """
     state = {f"visual.{k}": v.contiguous() for k, v in model.vision_tower.visual.state_dict().items()}
     state["logit_scale"] = torch.tensor(4.6052)
-    torch.save(state, path)
+    if Path(path).suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
 
 
 def create_tiny_checkpoint(

@@ -74,7 +74,7 @@ class PerceptionNode(Node):
     def __init__(self, predictor: OspreyPredictor | None = None, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.settings = settings = declare_parameters(self)
-        self.model_name = Path(settings.model_dir).name if settings.model_dir else "embedded-tiny"
+        self.model_name = Path(settings.model_dir or default_checkpoint()).name
         self.describer = RegionDescriber(
             predictor or load_predictor(settings), settings.prompt_mode, settings.max_new_tokens
         )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import shutil
 import sys
 import time
@@ -24,13 +26,14 @@ import torch
 from osprey_model import OspreyForCausalLM, OspreyPredictor, get_preset
 from osprey_model.conversation import PROMPTS, SHORT_ANSWER_SUFFIX, SYSTEM, single_region_prompt
 from osprey_model.shapes import CATEGORIES
-from osprey_model.tiny import CLIP_FILE, save_open_clip_file
+from osprey_model.tiny import save_open_clip_file
 
 from . import shapes_world
 from .data.dataset import RegionDataset
 from .data.records import REGION_TEXT_QUESTIONS, load_caption_records, load_osprey_records, load_region_text_records
 from .data.robustness import NegativeMiner, minilm_embedder
 from .evaluate import evaluate, markdown_table
+from .model_card import write_model_card
 from .tokenizer import train_tokenizer
 from .trainer import TrainConfig, Trainer
 
@@ -46,13 +49,16 @@ def corpus(files: dict[str, Path]) -> list[str]:
     return texts
 
 
+SHIPPED_CLIP_FILE = "open_clip_model.safetensors"
+
+
 def tiny_config(vocab_size: int):
     config = get_preset("tiny")
     config.vocab_size = vocab_size
     config.hidden_size, config.intermediate_size = 128, 344
     config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = 4, 4, 4
     config.max_length = config.max_position_embeddings = 512
-    config.mm_vision_tower = CLIP_FILE
+    config.mm_vision_tower = SHIPPED_CLIP_FILE
     return config
 
 
@@ -68,7 +74,7 @@ def run_stage(model, tokenizer, records, stage: int, out: Path, args, steps: int
     start = time.monotonic()
     path = trainer.train()
     logger.info("stage %d: %d steps in %.0f s", stage, steps, time.monotonic() - start)
-    shutil.copy(out / CLIP_FILE, path / CLIP_FILE)
+    shutil.copy(out / SHIPPED_CLIP_FILE, path / SHIPPED_CLIP_FILE)
     return path
 
 
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     model.set_region_token_ids(tokenizer.convert_tokens_to_ids("<mask>"), tokenizer.convert_tokens_to_ids("<pos>"))
     args.work.mkdir(parents=True, exist_ok=True)
     model.vision_tower.half()
-    save_open_clip_file(model, args.work / CLIP_FILE)  # the frozen random tower, fp16 to keep the ship small
+    save_open_clip_file(model, args.work / SHIPPED_CLIP_FILE)  # the frozen random tower, fp16 to keep the ship small
     model.vision_tower.float()
 
     images = train_dir / "images"
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         if item.name in (
             "config.json",
             "model.safetensors",
-            CLIP_FILE,
+            SHIPPED_CLIP_FILE,
             "tokenizer.json",
             "tokenizer_config.json",
             "special_tokens_map.json",
@@ -145,10 +151,12 @@ def main(argv: list[str] | None = None) -> None:
         "total_seconds": total,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "torch": torch.__version__,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
         "command": "python -m training.train_tiny " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     (args.out / "eval_results.json").write_text(json.dumps(results, indent=2))
-    print(f"total {total / 60:.1f} min; checkpoint in {args.out}")
+    write_model_card(args.out)
+    print(f"total {total / 60:.1f} min; checkpoint and model card in {args.out}")
 
 
 if __name__ == "__main__":
