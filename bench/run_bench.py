@@ -186,7 +186,7 @@ def markdown(result: dict) -> str:
         f"# Osprey region-description benchmark — {result['machine']}",
         "",
         f"{result['date']}; preset `{result['preset']}`, {result['device']} {result['dtype']}, "
-        f"torch {result['torch']}; "
+        f"torch {result['torch']}; batched decode `{result['decode']}`; "
         f"{result['max_new_tokens']} new tokens at most per region, {result['repeats']} repeats; "
         "per-frame latency includes the encoder.",
         "",
@@ -217,8 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="", help="file name stem (default: preset and device)")
+    parser.add_argument("--decode", default="dynamic", choices=("dynamic", "static", "static-compiled"))
     args = parser.parse_args(argv)
     predictor = build_predictor(args)
+    predictor.decode = args.decode
     result = {
         "machine": machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": args.dtype,
         "torch": torch.__version__,
         "max_new_tokens": args.max_new_tokens,
+        "decode": args.decode,
         "repeats": args.repeats,
         "paths": bench_paths(predictor, args),
         "encoders": bench_encoders(predictor, args, args.out / ".encoder-cache"),

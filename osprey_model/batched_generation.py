@@ -14,7 +14,7 @@ import copy
 from collections import OrderedDict
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, StaticCache
 
 from .modeling_osprey import ImageFeatures, OspreyForCausalLM
 
@@ -55,8 +55,14 @@ def generate_regions(
     eos_token_id: int,
     temperature: float = 0.0,
     prefix_cache: PrefixCache | None = None,
+    decode: str = "dynamic",
 ) -> list[list[int]]:
-    """New token ids for each region; ``ids`` is a one-region prompt (exactly one ``<mask><pos>``)."""
+    """New token ids for each region; ``ids`` is a one-region prompt (exactly one ``<mask><pos>``).
+
+    ``decode``: ``dynamic`` shrinks the batch as regions finish (best on CPU); ``static`` keeps a
+    fixed-shape KV cache so a decode step has static shapes; ``static-compiled`` also runs the step
+    through ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs on a GPU.
+    """
     lm = model.language_model
     device = model.device
     ids = ids.to(device)
@@ -86,6 +92,10 @@ def generate_regions(
         attention_mask=torch.ones((count, length), dtype=torch.long, device=device),
         use_cache=True,
     ).logits[:, -1]
+    if decode != "dynamic":
+        return _decode_static(
+            model, cache, logits, length, budget, eos_token_id, temperature, decode == "static-compiled"
+        )
 
     outputs: list[list[int]] = [[] for _ in range(count)]
     active = torch.arange(count, device=device)  # rows of the batch still generating
@@ -106,6 +116,53 @@ def generate_regions(
             attention_mask=torch.ones((len(active), length), dtype=torch.long, device=device),
             use_cache=True,
         ).logits[:, -1]
+    return outputs
+
+
+def _decode_step(lm, tokens: torch.Tensor, cache: StaticCache, position: torch.Tensor) -> torch.Tensor:
+    return lm(
+        input_ids=tokens,
+        past_key_values=cache,
+        cache_position=position,
+        position_ids=position[None].expand(len(tokens), -1),
+        use_cache=True,
+    ).logits[:, -1]
+
+
+_compiled_steps: dict[int, object] = {}
+
+
+def _decode_static(
+    model: OspreyForCausalLM,
+    cache: DynamicCache,
+    logits: torch.Tensor,
+    length: int,
+    budget: int,
+    eos_token_id: int,
+    temperature: float,
+    compiled: bool,
+) -> list[list[int]]:
+    """Fixed batch and cache shapes: finished regions keep their row (their tokens are dropped)."""
+    lm = model.language_model
+    static = StaticCache(config=lm.config, max_cache_len=length + budget)
+    filled = torch.arange(length, device=logits.device)
+    for index, layer in enumerate(cache.layers):
+        static.update(layer.keys, layer.values, index, {"cache_position": filled})
+    step_fn = _decode_step
+    if compiled:
+        step_fn = _compiled_steps.setdefault(id(lm), torch.compile(_decode_step, mode="reduce-overhead"))
+    outputs: list[list[int]] = [[] for _ in range(len(logits))]
+    done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+    for step in range(budget):
+        tokens = _pick(logits, temperature)
+        for row in (~done).nonzero().flatten().tolist():
+            outputs[row].append(int(tokens[row]))
+        done |= tokens == eos_token_id
+        if step == budget - 1 or done.all():
+            break
+        position = torch.tensor([length], device=logits.device)
+        logits = step_fn(lm, tokens[:, None], static, position)
+        length += 1
     return outputs
 
 

@@ -42,6 +42,7 @@ class OspreyPredictor:
         self.processor = OspreyImageProcessor(model.config.vision.image_size)
         self.image_token_count = (model.config.vision.image_size // model.vision_tower.strides[2]) ** 2
         self.prefix_cache = PrefixCache(max_entries=4)
+        self.decode = "dynamic"  # or "static" / "static-compiled" (GPU: CUDA graphs); see generate_regions
 
     @classmethod
     def from_pretrained(
@@ -100,6 +101,7 @@ class OspreyPredictor:
                 eos_token_id=self.tokenizer.eos_token_id,
                 temperature=temperature,
                 prefix_cache=self.prefix_cache,
+                decode=self.decode,
             )
         return [self.tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in outputs]
 

@@ -64,3 +64,16 @@ def test_early_stopping_rows_leave_the_batch(tiny_predictor: OspreyPredictor) ->
     assert answers[0] == "" and all(a != "" for a in answers[1:])
     assert calls[0] == 1 and calls[1] == 3  # the shared prefix once, then the three suffixes as a batch
     assert set(calls[2:]) == {2}  # later steps run only the two live rows
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_static_cache_decoding_gives_the_same_tokens(tiny_predictor: OspreyPredictor, count: int) -> None:
+    image, masks = _frame(7 + count, count)
+    frame = tiny_predictor.encode(image)
+    dynamic = tiny_predictor.describe(frame, masks, prompt="detailed", max_new_tokens=7)
+    tiny_predictor.decode = "static"
+    try:
+        static = tiny_predictor.describe(frame, masks, prompt="detailed", max_new_tokens=7)
+    finally:
+        tiny_predictor.decode = "dynamic"
+    assert static == dynamic
