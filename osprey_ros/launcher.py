@@ -11,8 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-import rclpy
-
 from .parameters import LAUNCH_ARGUMENTS, LAUNCH_DEFAULTS
 
 
@@ -65,13 +63,9 @@ def ros_arguments(values: dict[str, str], extra: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     values, extra = parse_launch_arguments(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from .perception_node import create_node_or_exit, spin_nodes
+    from .perception_node import main as run_node
 
-    rclpy.init(args=["osprey-perception", *ros_arguments(values, extra)])
-    try:
-        spin_nodes([create_node_or_exit()])
-    finally:
-        rclpy.try_shutdown()
+    run_node(["osprey-perception", *ros_arguments(values, extra)])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,29 +116,33 @@ def _checked(record: Record) -> Record:
     return record
 
 
-def load_osprey_records(path: Path, image_root: Path) -> list[Record]:
+def _load_each(path: Path, build: Callable[[dict, str], Record]) -> list[Record]:
+    """Build a record from each JSON item; a bad one is logged with its id and skipped."""
     records = []
     for where, item in read_json_records(path):
         record_id = str(item.get("id", where)) if isinstance(item, dict) else where
         try:
-            annotation = item["annotation"]
-            records.append(
-                _checked(
-                    Record(
-                        id=record_id,
-                        image=image_root / item["file_name"],
-                        height=int(item["height"]),
-                        width=int(item["width"]),
-                        turns=_turns(item["conversations"]),
-                        segmentations=[region.get("segmentation") for region in annotation],
-                        categories=[str(region.get("category", "")) for region in annotation],
-                        bboxes=[region.get("bbox", []) for region in annotation],
-                    )
-                )
-            )
+            records.append(_checked(build(item, record_id)))
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("skipping record %s: %s", record_id, exc if not isinstance(exc, KeyError) else f"no {exc}")
     return records
+
+
+def load_osprey_records(path: Path, image_root: Path) -> list[Record]:
+    def build(item: dict, record_id: str) -> Record:
+        annotation = item["annotation"]
+        return Record(
+            id=record_id,
+            image=image_root / item["file_name"],
+            height=int(item["height"]),
+            width=int(item["width"]),
+            turns=_turns(item["conversations"]),
+            segmentations=[region.get("segmentation") for region in annotation],
+            categories=[str(region.get("category", "")) for region in annotation],
+            bboxes=[region.get("bbox", []) for region in annotation],
+        )
+
+    return _load_each(path, build)
 
 
 def load_region_text_records(path: Path, image_root: Path, seed: int = 0) -> list[Record]:
@@ -173,14 +178,9 @@ def load_region_text_records(path: Path, image_root: Path, seed: int = 0) -> lis
 
 
 def load_caption_records(path: Path, image_root: Path) -> list[Record]:
-    records = []
-    for where, item in read_json_records(path):
-        record_id = str(item.get("id", where)) if isinstance(item, dict) else where
-        try:
-            image = image_root / item["image"]
-            records.append(
-                _checked(Record(id=record_id, image=image, height=0, width=0, turns=_turns(item["conversations"])))
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("skipping record %s: %s", record_id, exc if not isinstance(exc, KeyError) else f"no {exc}")
-    return records
+    def build(item: dict, record_id: str) -> Record:
+        return Record(
+            id=record_id, image=image_root / item["image"], height=0, width=0, turns=_turns(item["conversations"])
+        )
+
+    return _load_each(path, build)
