@@ -27,6 +27,7 @@ def write_model_card(checkpoint: Path) -> Path:
     scores = {k: RegionScores(**v) for k, v in results["scores"].items()}
     losses = _final_losses(Path(args["work"]))
     config = json.loads((checkpoint / "config.json").read_text())
+    extractor = config["osprey_mask_extractor"]
     sizes = {p.name: p.stat().st_size for p in checkpoint.iterdir() if p.is_file()}
     stage_rows = "\n".join(
         f"| {n} {s.name} | {', '.join(s.trains)} | {args['steps'][n - 1]} | {args['lr'][n - 1]:g} | "
@@ -55,7 +56,8 @@ nondeterminism of multithreaded CPU kernels.
 
 - Vision: open_clip `TimmModel` around timm `convnext_zepto_rms` (dims 32/64/128/256), 128×128 input,
   **random weights, frozen** in every stage as the recipe says (stored in fp16: `{config["mm_vision_tower"]}`).
-- Projector `mlp2x_gelu` 128→{config["hidden_size"]}; mask extractor 64 wide, 28×28 spatial mask.
+- Projector `mlp2x_gelu` 128→{config["hidden_size"]}; mask extractor {extractor["embed_dim"]} wide,
+  {extractor["mask_shape"]}² spatial mask.
 - LLM: a LLaMA with {config["num_hidden_layers"]} layers, hidden {config["hidden_size"]},
   {config["num_attention_heads"]} heads, vocabulary {config["vocab_size"]} (a BPE tokenizer trained on the
   shapes text), trained from scratch. Chosen over SmolLM2-135M + LoRA because a 135M model does not train
@@ -77,7 +79,9 @@ the nearest object's class. Stage 1 reads LLaVA-style captions; stage 2 COCO-sty
 {stage_rows}
 
 Batch {args["batch_size"]}, AdamW, cosine schedule with 3% warmup, the vision tower's outputs cached (it is frozen).
-Learning rates are higher than the 7B recipe's: this model starts from scratch.
+Learning rates are higher than the 7B recipe's: this model starts from scratch. Stages 1 and 2 stay near
+the loss of a uniform guess because they train into a frozen LLM that has not learned the language yet
+(the 7B recipe starts from Vicuna); stage 3, which trains the LLM too, does the learning.
 
 ## Held-out evaluation: masks versus boxes
 

@@ -58,6 +58,9 @@ def tiny_config(vocab_size: int):
     config.hidden_size, config.intermediate_size = 128, 344
     config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads = 4, 4, 4
     config.max_length = config.max_position_embeddings = 512
+    # The pos token is where a region's shape comes from: a 56² mask (the 7B model's 112² at half the
+    # input size) through a 128-wide MLP. At 28² / 64 wide the model learned colours but barely shapes.
+    config.mask_extractor.embed_dim, config.mask_extractor.mask_shape = 128, 56
     config.mm_vision_tower = SHIPPED_CLIP_FILE
     return config
 
