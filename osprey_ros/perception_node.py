@@ -159,14 +159,15 @@ class PerceptionNode(Node):
         return [mask_to_bool(mask, i) for i, mask in enumerate(masks)], ids
 
     def _frame_features(self, stamp: int, image: CameraImage | None) -> tuple[EncodedFrame, np.ndarray | None]:
-        rgb_holder: list[np.ndarray] = []
+        """The frame's cached features (encoding it on first use) and its RGB pixels if they were decoded."""
+        rgb = None
 
         def encode(msg: CameraImage) -> EncodedFrame:
-            rgb_holder.append(self._to_rgb(msg))
-            return self.describer.encode(rgb_holder[0])
+            nonlocal rgb
+            rgb = self._to_rgb(msg)
+            return self.describer.encode(rgb)
 
-        frame = self.frames.features_for(stamp, image, encode)
-        return frame, (rgb_holder[0] if rgb_holder else None)
+        return self.frames.features_for(stamp, image, encode), rgb
 
     def _process_frame(self, pair: tuple[CameraImage, RegionMasks]) -> None:
         image_msg, masks_msg = pair

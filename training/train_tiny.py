@@ -69,6 +69,7 @@ def run_stage(model, tokenizer, records, stage: int, out: Path, args, steps: int
     dataset = RegionDataset(
         records, tokenizer, model.config.vision.image_size, image_tokens(model), model.config.max_length
     )
+    shutil.rmtree(out / f"stage{stage}", ignore_errors=True)  # a fresh recipe run, not a resume
     config = TrainConfig(
         stage=stage, output_dir=str(out / f"stage{stage}"), max_steps=steps, batch_size=args.batch_size,
         learning_rate=lr, cache_vision_features=True, seed=args.seed,
