@@ -30,14 +30,18 @@ def predictor() -> OspreyPredictor:
 
 
 def test_names_colours_on_fresh_scenes(predictor: OspreyPredictor) -> None:
-    """Scenes it never saw (another seed): the colour must be right far above chance (1/6)."""
+    """Scenes it never saw (another seed, shapes apart): the colour is right far above chance (1/6)."""
     rng = np.random.default_rng(2024)
-    colours = categories = regions = 0
-    for _ in range(8):
-        image, masks, _, shapes = scene(rng, overlap=0.3)
+    colours = categories = named = regions = 0
+    for _ in range(20):
+        image, masks, _, shapes = scene(rng, overlap=0.0)
         for answer, shape in zip(predictor.describe(image, masks, max_new_tokens=8), shapes, strict=True):
             regions += 1
             colours += first_word(answer, COLOURS) == shape.colour
-            categories += first_word(answer, CATEGORIES) is not None
-    assert colours / regions >= 0.8
-    assert categories == regions  # every short description names a shape
+            named += first_word(answer, CATEGORIES) is not None
+            categories += first_word(answer, CATEGORIES) == shape.category
+    print(
+        f"embedded model on {regions} fresh regions: colour {colours / regions:.2f}, shape {categories / regions:.2f}"
+    )
+    assert colours / regions >= 0.8  # shapes it names barely above chance: see the model card
+    assert named == regions  # every short description names a shape

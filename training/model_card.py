@@ -93,6 +93,12 @@ prompt, once with its mask and once with its mask replaced by the filled boundin
 Masks beat boxes by {100 * (mask.category_accuracy - box.category_accuracy):+.1f} points of category
 accuracy and {100 * (mask.colour_accuracy - box.colour_accuracy):+.1f} points of colour accuracy: a box on
 piled-up shapes holds parts of its neighbours, a mask does not (the paper's central claim, in miniature).
+
+Known weakness: colours are learned, shapes barely. Category accuracy is a few points above chance (1/6)
+even on unoccluded shapes, so the demo often names the wrong shape in the right colour. The shape of a
+region reaches the LLM mainly through the pos token (the resized mask); with a random, frozen ConvNeXt and
+~25 minutes of CPU training that signal is not learned well. A trained vision tower or a longer stage 3 are
+the next things to try.
 """
     path = checkpoint / "README.md"
     path.write_text(text)
