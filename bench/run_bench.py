@@ -186,7 +186,7 @@ def markdown(result: dict) -> str:
         f"# Osprey region-description benchmark — {result['machine']}",
         "",
         f"{result['date']}; preset `{result['preset']}`, {result['device']} {result['dtype']}, "
-        f"torch {result['torch']}; batched decode `{result['decode']}`; "
+        f"torch {result['torch']}; batched decode `{result['decode']}`; encoder `{result['encoder']}` for both paths; "
         f"{result['max_new_tokens']} new tokens at most per region, {result['repeats']} repeats; "
         "per-frame latency includes the encoder.",
         "",
@@ -218,9 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="", help="file name stem (default: preset and device)")
     parser.add_argument("--decode", default="dynamic", choices=("dynamic", "static", "static-compiled"))
+    parser.add_argument("--encoder", default="torch", choices=BACKENDS, help="encoder used by both paths")
     args = parser.parse_args(argv)
     predictor = build_predictor(args)
     predictor.decode = args.decode
+    predictor.encoder = create_encoder(
+        args.encoder, predictor.model.vision_tower, cache_dir=args.out / ".encoder-cache"
+    )
     result = {
         "machine": machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -230,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "max_new_tokens": args.max_new_tokens,
         "decode": args.decode,
+        "encoder": predictor.encoder.name,
         "repeats": args.repeats,
         "paths": bench_paths(predictor, args),
         "encoders": bench_encoders(predictor, args, args.out / ".encoder-cache"),

@@ -74,7 +74,7 @@ def generate_regions(
     if cache is None:
         prefix_embeds, _ = model.splice(prefix_ids, features.image_tokens[0], mask_tokens[:0], pos_tokens[:0])
         cache = DynamicCache()
-        lm(inputs_embeds=prefix_embeds[None], past_key_values=cache, use_cache=True)
+        lm.model(inputs_embeds=prefix_embeds[None], past_key_values=cache, use_cache=True)  # no logits needed
         if prefix_cache is not None:
             prefix_cache.put(features, tuple(prefix_ids.tolist()), cache)
     cache = copy.deepcopy(cache)  # the stored prefix stays as it is for the next question
@@ -86,12 +86,8 @@ def generate_regions(
     )
     length = prefix_len + suffix.shape[1]
     budget = min(max_new_tokens, model.config.max_position_embeddings - length)
-    logits = lm(
-        inputs_embeds=suffix,
-        past_key_values=cache,
-        attention_mask=torch.ones((count, length), dtype=torch.long, device=device),
-        use_cache=True,
-    ).logits[:, -1]
+    # No padding anywhere (every row has the same length), so no attention mask: plain causal attention.
+    logits = lm(inputs_embeds=suffix, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     if decode != "dynamic":
         return _decode_static(
             model, cache, logits, length, budget, eos_token_id, temperature, decode == "static-compiled"
@@ -110,12 +106,7 @@ def generate_regions(
             cache.batch_select_indices(keep.nonzero().flatten())
             active, tokens = active[keep], tokens[keep]
         length += 1
-        logits = lm(
-            input_ids=tokens[:, None],
-            past_key_values=cache,
-            attention_mask=torch.ones((len(active), length), dtype=torch.long, device=device),
-            use_cache=True,
-        ).logits[:, -1]
+        logits = lm(input_ids=tokens[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     return outputs
 
 
