@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import rclpy
 import yaml
+from ros_harness import domain_id
 
 from osprey_ros.launcher import parse_launch_arguments, ros_arguments
 from osprey_ros.parameters import LAUNCH_ARGUMENTS, NODE_NAME, NODE_PARAMETERS, NodeSettings, declare_parameters
@@ -81,7 +82,7 @@ def test_params_yaml_has_the_table_defaults() -> None:
 
 def test_node_declares_every_parameter_with_a_descriptor() -> None:
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=0)
+    rclpy.init(context=context, domain_id=domain_id(31))
     try:
         node = rclpy.node.Node(NODE_NAME, context=context)
         settings = declare_parameters(node)
