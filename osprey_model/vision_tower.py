@@ -10,7 +10,7 @@ import torch
 from open_clip.timm_model import TimmModel
 from torch import nn
 
-from .checkpoint_io import load_torch_bin
+from .checkpoint_io import describe_keys, load_torch_bin
 from .config import FEATURE_LEVELS, VisionConfig
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,9 @@ class ClipConvNeXtVisionTower(nn.Module):
             path,
             len(visual) - len(result.unexpected_keys),
             ignored,
-            _preview(result.unexpected_keys) or "text tower",
+            describe_keys(result.unexpected_keys, limit=3) or "text tower",
             len(missing),
-            f" ({_preview(missing)})" if missing else "",
+            f" ({describe_keys(missing, limit=3)})" if missing else "",
         )
         return missing
 
@@ -95,8 +95,3 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-def _preview(keys: list[str], limit: int = 3) -> str:
-    head = ", ".join(keys[:limit])
-    return head + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
