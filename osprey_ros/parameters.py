@@ -45,6 +45,13 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "Torch device for the model, e.g. cpu, cuda, cuda:1."),
     ParamSpec("dtype", "float32", "Serving dtype.", choices=("float32", "bfloat16", "float16")),
     ParamSpec(
+        "cpu_threads",
+        0,
+        "Torch CPU threads for the model; 0 = torch's default (every core). Leave cores to the camera and DDS.",
+        min_value=0,
+        max_value=1024,
+    ),
+    ParamSpec(
         "prompt_mode",
         "short",
         "What each region gets: a short phrase, a category, or a short label plus a detailed description.",
@@ -110,6 +117,7 @@ class NodeSettings:
     clip_path: str
     device: str
     dtype: str
+    cpu_threads: int
     prompt_mode: str
     max_new_tokens: int
     max_regions: int

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
@@ -74,6 +75,8 @@ class PerceptionNode(Node):
     def __init__(self, predictor: OspreyPredictor | None = None, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.settings = settings = declare_parameters(self)
+        if settings.cpu_threads:
+            torch.set_num_threads(settings.cpu_threads)
         self.model_name = Path(settings.model_dir or default_checkpoint()).name
         self.describer = RegionDescriber(
             predictor or load_predictor(settings), settings.prompt_mode, settings.max_new_tokens
@@ -113,8 +116,9 @@ class PerceptionNode(Node):
             self._process_frame, self._on_worker_error
         )
         self.get_logger().info(
-            f"ready: model {self.model_name} on {settings.device}/{settings.dtype}, "
-            f"prompt mode {settings.prompt_mode}, max {settings.max_regions} regions, slop {settings.slop}s"
+            f"ready: model {self.model_name} on {settings.device}/{settings.dtype} "
+            f"({torch.get_num_threads()} CPU threads), prompt mode {settings.prompt_mode}, "
+            f"max {settings.max_regions} regions, slop {settings.slop}s"
         )
 
     # ---- executor thread: never blocks on the model ----------------------------------------------------
@@ -271,6 +275,8 @@ class PerceptionNode(Node):
         values = {
             "images_received": stats.images_received,
             "mask_sets_received": stats.mask_sets_received,
+            "frames_matched": self.sync.stats.pairs,
+            "images_unmatched": self.sync.stats.images_unused,
             "frames_described": stats.frames_described,
             "frames_dropped": self.worker.frames_dropped,
             "mask_sets_unmatched": self.sync.stats.masks_unmatched,

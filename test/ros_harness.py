@@ -132,6 +132,11 @@ class RosTester:
         self.spin_until(future.done, timeout, "the service response")
         return future.result()
 
+    def fresh_diagnostics(self, timeout: float = 10.0) -> None:
+        """Wait for diagnostics built after this call (the first one received may have been built before)."""
+        count = len(self.diagnostics)
+        self.spin_until(lambda: len(self.diagnostics) > count + 1, timeout, "fresh diagnostics")
+
     def diagnostic(self, key: str) -> str:
         """The latest value of one pipeline diagnostic."""
         for array in reversed(self.diagnostics):

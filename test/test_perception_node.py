@@ -56,13 +56,14 @@ def ros(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         "qos_reliability": "reliable",
         "diagnostics_period": 0.2,
         "cache_size": 4,
+        "cpu_threads": 1,  # leaves a core to the node's executor and DDS threads
     }
     node = NodeProcess(
         tmp_path_factory.mktemp("node"), domain, parameters, {"image_topic": IMAGE_TOPIC, "masks_topic": MASKS_TOPIC}
     )
     tester = RosTester(domain, IMAGE_TOPIC, MASKS_TOPIC)
     try:
-        node.wait_for_log("ready: model", timeout=120)
+        node.wait_for_log(r"ready: model .* \(1 CPU threads\)", timeout=120)
         tester.wait_for_node()
         yield node, tester
     finally:
@@ -117,15 +118,14 @@ def test_service_on_cached_frame_reuses_features(ros) -> None:
     image, masks = scene()
     header = publish_frame(tester, image, masks)
     wait_description(tester, header)
-    tester.spin_until(lambda: len(tester.diagnostics) > 2, 10, "diagnostics")
+    tester.fresh_diagnostics()
     encoded_before = int(tester.diagnostic("frames_encoded_for_service"))
     request = DescribeRegions.Request(stamp=header.stamp, question="What colour is <region>?", max_new_tokens=2)
     request.masks = [numpy_to_image(masks[0].astype(np.uint8) * 255, "mono8")]
     response = tester.call(request)
     assert response.success, response.message
     assert len(response.answers) == 1 and response.stamp == header.stamp
-    count = len(tester.diagnostics)
-    tester.spin_until(lambda: len(tester.diagnostics) > count + 1, 10, "fresh diagnostics")
+    tester.fresh_diagnostics()
     assert int(tester.diagnostic("frames_encoded_for_service")) == encoded_before  # no re-encoding
 
     latest = DescribeRegions.Request(max_new_tokens=2)  # zero stamp: the latest frame
@@ -235,8 +235,10 @@ def test_overload_keeps_memory_bounded_and_newest_frame(ros) -> None:
     four = [*masks, masks[0], masks[1]]
     warmup = [wait_description(tester, publish_frame(tester, image, four)) for _ in range(3)]
     model_period = float(np.median([w.inference_time for w in warmup]))
+    tester.fresh_diagnostics()
+    keys = ("images_received", "frames_matched", "frames_described", "frames_dropped", "frame_errors")
+    before = {key: int(tester.diagnostic(key)) for key in keys}
     rss_before = node.rss_mb()
-    dropped_before = int(tester.diagnostic("frames_dropped"))
 
     interval = model_period / 2  # twice the rate the model can serve
     headers = []
@@ -245,16 +247,19 @@ def test_overload_keeps_memory_bounded_and_newest_frame(ros) -> None:
         spin_for(tester, interval)
     newest = wait_description(tester, headers[-1], timeout=120)
     assert len(newest.regions) == 4
-    described = {stamp_of(d) for d in tester.descriptions} & {stamp_of(h) for h in headers}
-    count = len(tester.diagnostics)
-    tester.spin_until(lambda: len(tester.diagnostics) > count + 1, 10, "fresh diagnostics")
-    dropped = int(tester.diagnostic("frames_dropped")) - dropped_before
+    tester.fresh_diagnostics()
+    seen = {key: int(tester.diagnostic(key)) - before[key] for key in keys}
     print(
-        f"overload: model period {model_period * 1000:.0f} ms, {len(headers)} frames, {len(described)} described, "
-        f"{dropped} dropped, rss {rss_before:.0f} -> {node.rss_mb():.0f} MB"
+        f"overload: model period {model_period * 1000:.0f} ms, {len(headers)} frames sent, "
+        f"{seen['images_received']} received, {seen['frames_matched']} matched, {seen['frames_described']} described, "
+        f"{seen['frames_dropped']} dropped, rss {rss_before:.0f} -> {node.rss_mb():.0f} MB"
     )
-    assert dropped > 0 and len(described) < len(headers)
-    assert len(described) + dropped == len(headers)  # every frame is either described or counted as dropped
+    # KEEP_LAST inputs may lose frames in transport when the executor falls behind (a slow or loaded host):
+    # newest-wins is the contract there too. What reaches the node must all be accounted for.
+    assert seen["images_received"] <= len(headers) and seen["frame_errors"] == 0
+    assert seen["frames_matched"] == seen["frames_described"] + seen["frames_dropped"]
+    assert seen["frames_described"] < len(headers)  # the overload was shed, not queued
+    assert seen["frames_dropped"] + (len(headers) - seen["images_received"]) > 0
     assert node.rss_mb() - rss_before < 150  # at most one pending frame; no queue grows with the overload
 
 
