@@ -29,8 +29,8 @@ def predictor() -> OspreyPredictor:
     return OspreyPredictor.from_pretrained(default_checkpoint())
 
 
-def test_names_colours_on_fresh_scenes(predictor: OspreyPredictor) -> None:
-    """Scenes it never saw (another seed, shapes apart): the colour is right far above chance (1/6)."""
+def test_names_colours_and_shapes_on_fresh_scenes(predictor: OspreyPredictor) -> None:
+    """Scenes it never saw (another seed, shapes apart): colour and shape right far above chance (1/6)."""
     rng = np.random.default_rng(2024)
     colours = categories = named = regions = 0
     for _ in range(20):
@@ -43,5 +43,6 @@ def test_names_colours_on_fresh_scenes(predictor: OspreyPredictor) -> None:
     print(
         f"embedded model on {regions} fresh regions: colour {colours / regions:.2f}, shape {categories / regions:.2f}"
     )
-    assert colours / regions >= 0.8  # shapes it names barely above chance: see the model card
+    assert colours / regions >= 0.8
+    assert categories / regions >= 0.5  # 0.67 measured; shapes are the harder half (see the model card)
     assert named == regions  # every short description names a shape

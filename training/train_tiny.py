@@ -1,9 +1,10 @@
 """Train the embedded default: a tiny Osprey on the shapes world, through the three stages, on CPU.
 
 The LLM is a tiny LLaMA trained from scratch on the shapes text (a 135M-parameter LLM does not train in
-45 minutes on 2 CPU cores); the vision tower is a ConvNeXt-zepto with fixed random weights, frozen as the
-recipe demands. Then it evaluates masks against boxes on held-out, heavily overlapping scenes and writes
-the checkpoint with its model card.
+45 minutes on 2 CPU cores); the vision tower is a ConvNeXt-zepto that a stage 0 first teaches shapes (it
+stands in for the released tower's CLIP pretraining, see ``vision_pretrain``) and that stages 1–3 keep
+frozen, as the recipe demands. Then it evaluates masks against boxes on held-out, heavily overlapping
+scenes and writes the checkpoint with its model card.
 
     python -m training.train_tiny --out osprey_model/checkpoints/tiny-shapes
 """
@@ -36,6 +37,7 @@ from .evaluate import evaluate, markdown_table
 from .model_card import write_model_card
 from .tokenizer import train_tokenizer
 from .trainer import TrainConfig, Trainer
+from .vision_pretrain import VisionPretrainConfig, pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs=3, default=(150, 300, 2400), metavar=("S1", "S2", "S3"))
     parser.add_argument("--lr", type=float, nargs=3, default=(1e-3, 1e-3, 1e-3), metavar=("LR1", "LR2", "LR3"))
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--vision-steps", type=int, default=2000, help="stage 0 (vision pretraining) steps; 0 keeps a random tower"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -112,8 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     model = OspreyForCausalLM(tiny_config(len(tokenizer) - 2))  # <mask>/<pos> are not in the table
     model.set_region_token_ids(tokenizer.convert_tokens_to_ids("<mask>"), tokenizer.convert_tokens_to_ids("<pos>"))
     args.work.mkdir(parents=True, exist_ok=True)
+    vision = {"steps": 0, "seconds": 0.0}
+    if args.vision_steps:
+        vision = pretrain_vision_tower(
+            model.vision_tower, model.config.vision.image_size, VisionPretrainConfig(args.vision_steps, seed=args.seed)
+        )
     model.vision_tower.half()
-    save_open_clip_file(model, args.work / SHIPPED_CLIP_FILE)  # the frozen random tower, fp16 to keep the ship small
+    save_open_clip_file(model, args.work / SHIPPED_CLIP_FILE)  # the tower stages 1-3 freeze; fp16 keeps it small
     model.vision_tower.float()
 
     images = train_dir / "images"
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {
         "scores": {k: asdict(v) for k, v in scores.items()},
         "stage_seconds": timings,
+        "vision_pretrain": vision,
         "total_seconds": total,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "torch": torch.__version__,
