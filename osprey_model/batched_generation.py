@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from transformers import DynamicCache, StaticCache
@@ -66,7 +67,7 @@ def generate_regions(
     lm = model.language_model
     device = model.device
     ids = ids.to(device)
-    mask_at = int((ids == model.mask_token_id).nonzero()[0])
+    mask_at = int(torch.eq(ids, model.region_token_ids[0]).nonzero()[0])
     prefix_ids, suffix_ids = ids[:mask_at], ids[mask_at:]
     count = len(mask_tokens)
 
@@ -120,7 +121,7 @@ def _decode_step(lm, tokens: torch.Tensor, cache: StaticCache, position: torch.T
     ).logits[:, -1]
 
 
-_compiled_steps: dict[int, object] = {}
+_compiled_steps: dict[int, Callable[..., torch.Tensor]] = {}
 
 
 def _decode_static(
@@ -138,8 +139,9 @@ def _decode_static(
     static = StaticCache(config=lm.config, max_cache_len=length + budget)
     filled = torch.arange(length, device=logits.device)
     for index, layer in enumerate(cache.layers):
+        assert layer.keys is not None and layer.values is not None  # every layer was filled by the prefill
         static.update(layer.keys, layer.values, index, {"cache_position": filled})
-    step_fn = _decode_step
+    step_fn: Callable[..., torch.Tensor] = _decode_step
     if compiled:
         step_fn = _compiled_steps.setdefault(id(lm), torch.compile(_decode_step, mode="reduce-overhead"))
     outputs: list[list[int]] = [[] for _ in range(len(logits))]

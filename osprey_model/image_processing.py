@@ -43,7 +43,7 @@ class OspreyImageProcessor:
         self.clip = CLIPImageProcessor(
             do_resize=True,
             size={"shortest_edge": image_size},
-            resample=Image.BICUBIC,
+            resample=Image.Resampling.BICUBIC,
             do_center_crop=False,
             do_rescale=True,
             rescale_factor=1 / 255,

@@ -85,12 +85,19 @@ class OspreyForCausalLM(nn.Module):
         self.mask_token_id, self.pos_token_id = mask_token_id, pos_token_id
 
     @property
+    def region_token_ids(self) -> tuple[int, int]:
+        """The tokenizer's ``<mask>`` and ``<pos>`` ids; the splice needs them."""
+        if self.mask_token_id is None or self.pos_token_id is None:
+            raise RuntimeError("call set_region_token_ids() with the tokenizer's <mask>/<pos> ids first")
+        return self.mask_token_id, self.pos_token_id
+
+    @property
     def device(self) -> torch.device:
-        return self.projector[0].weight.device
+        return next(self.projector.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.projector[0].weight.dtype
+        return next(self.projector.parameters()).dtype
 
     def encode_images(
         self, pixel_values: torch.Tensor | None, vision_levels: dict[str, torch.Tensor] | None = None
@@ -101,6 +108,8 @@ class OspreyForCausalLM(nn.Module):
         cache them per image); then ``pixel_values`` is not used.
         """
         if vision_levels is None:
+            if pixel_values is None:
+                raise ValueError("encode_images needs pixel_values or the tower's cached vision_levels")
             with torch.no_grad():
                 vision_levels = self.vision_tower(pixel_values.to(self.device, self.vision_tower_dtype))
         levels = {name: feats.to(self.device, self.dtype) for name, feats in vision_levels.items()}
@@ -133,17 +142,14 @@ class OspreyForCausalLM(nn.Module):
         the i-th mask token and the token right after it (``<pos>``) the i-th pos token. Labels at all
         visual positions become ``IGNORE_INDEX``.
         """
-        if self.mask_token_id is None or self.pos_token_id is None:
-            raise RuntimeError("call set_region_token_ids() with the tokenizer's <mask>/<pos> ids first")
-        mask_positions = (input_ids == self.mask_token_id).nonzero().flatten()
+        mask_id, pos_id = self.region_token_ids
+        mask_positions = torch.eq(input_ids, mask_id).nonzero().flatten()
         if len(mask_positions) != len(mask_tokens):
             raise ValueError(f"the prompt has {len(mask_positions)} <mask> tokens but {len(mask_tokens)} masks")
         pos_positions = mask_positions + 1
-        if len(pos_positions) and (
-            pos_positions[-1] >= len(input_ids) or (input_ids[pos_positions] != self.pos_token_id).any()
-        ):
+        if len(pos_positions) and (pos_positions[-1] >= len(input_ids) or (input_ids[pos_positions] != pos_id).any()):
             raise ValueError("every <mask> must be followed by <pos>")
-        visual = (input_ids < 0) | (input_ids == self.mask_token_id) | (input_ids == self.pos_token_id)
+        visual = (input_ids < 0) | (input_ids == mask_id) | (input_ids == pos_id)
         embed = self.language_model.get_input_embeddings()
         embeds = embed(input_ids.masked_fill(visual, 0))
         if len(mask_positions):
@@ -193,11 +199,11 @@ class OspreyForCausalLM(nn.Module):
         padded = rows[0].new_zeros((len(rows), length, hidden))
         attention = torch.zeros((len(rows), length), dtype=torch.long, device=self.device)
         padded_labels = None if labels is None else torch.full_like(attention, IGNORE_INDEX)
-        for i, row in enumerate(rows):
+        for i, (row, row_label) in enumerate(zip(rows, row_labels, strict=True)):
             padded[i, : len(row)] = row
             attention[i, : len(row)] = 1
-            if padded_labels is not None:
-                padded_labels[i, : len(row)] = row_labels[i]
+            if padded_labels is not None and row_label is not None:
+                padded_labels[i, : len(row)] = row_label
         return padded, attention, padded_labels
 
     def forward(

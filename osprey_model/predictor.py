@@ -31,6 +31,14 @@ class EncodedFrame:
     image_hw: tuple[int, int]
 
 
+def _image_hw(image: ImageInput | EncodedFrame) -> tuple[int, int]:
+    """The size masks must have; checked before any encoding so that bad masks cost nothing."""
+    if isinstance(image, EncodedFrame):
+        return image.image_hw
+    height, width = to_rgb_array(image).shape[:2]
+    return height, width
+
+
 class OspreyPredictor:
     def __init__(
         self, model: OspreyForCausalLM, tokenizer: PreTrainedTokenizerBase, encoder: EncoderBackend | None = None
@@ -80,10 +88,9 @@ class OspreyPredictor:
         pass over a shared, cached prompt prefix (same greedy tokens); ``False`` is the released
         one-region-per-call path, kept as the baseline.
         """
-        frame = image if isinstance(image, EncodedFrame) else None
-        mask_tensor = masks_to_tensor(masks, frame.image_hw if frame else to_rgb_array(image).shape[:2])
+        mask_tensor = masks_to_tensor(masks, _image_hw(image))
         ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
-        frame = frame or self.encode(image)
+        frame = image if isinstance(image, EncodedFrame) else self.encode(image)
         if not batched:
             return [
                 self._generate(frame, ids, mask_tensor[i : i + 1], max_new_tokens, temperature)
@@ -114,10 +121,9 @@ class OspreyPredictor:
         temperature: float = 0.0,
     ) -> str:
         """Answer the last question of a multi-turn chat about all ``masks`` (``<region1>``, ``<region2>``…)."""
-        frame = image if isinstance(image, EncodedFrame) else None
-        mask_tensor = masks_to_tensor(masks, frame.image_hw if frame else to_rgb_array(image).shape[:2])
+        mask_tensor = masks_to_tensor(masks, _image_hw(image))
         ids = self._checked_ids(multi_region_prompt(len(mask_tensor), turns), max_new_tokens)
-        frame = frame or self.encode(image)
+        frame = image if isinstance(image, EncodedFrame) else self.encode(image)
         return self._generate(frame, ids, mask_tensor, max_new_tokens, temperature)
 
     def _checked_ids(self, prompt: str, max_new_tokens: int) -> torch.Tensor:

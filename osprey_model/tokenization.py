@@ -19,7 +19,14 @@ def add_region_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [MASK_TOKEN, POS_TOKEN]}, replace_additional_special_tokens=False
     )
-    return tokenizer.convert_tokens_to_ids(MASK_TOKEN), tokenizer.convert_tokens_to_ids(POS_TOKEN)
+    return _token_id(tokenizer, MASK_TOKEN), _token_id(tokenizer, POS_TOKEN)
+
+
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"{token} is not a token of this tokenizer")
+    return token_id
 
 
 def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:

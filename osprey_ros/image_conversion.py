@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Literal
 
 import numpy as np
 from PIL import Image as PILImage
@@ -50,7 +51,7 @@ def image_to_numpy(msg: Image) -> np.ndarray:
             f"truncated image data: {len(data)} bytes, expected step*height = {msg.step}*{height} = {msg.step * height}"
         )
     rows = np.frombuffer(data, dtype=np.uint8, count=msg.step * height).reshape(height, msg.step)[:, :row_bytes]
-    order = ">" if msg.is_bigendian else "<"
+    order: Literal[">", "<"] = ">" if msg.is_bigendian else "<"
     array = np.ascontiguousarray(rows).view(dtype.newbyteorder(order)).reshape(height, width, channels)
     array = array.astype(dtype, copy=False)  # to native byte order
     return array[:, :, 0] if channels == 1 else array

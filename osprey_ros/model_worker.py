@@ -76,17 +76,19 @@ class ModelWorker(Generic[FrameT]):
                     for _, future in self._requests:
                         future.cancel()
                     return
-                if self._requests:
-                    job, future = self._requests.popleft()
-                    frame = None
-                else:
-                    job, future, frame, self._frame = None, None, self._frame, None
-            if job is not None:
+                request = self._requests.popleft() if self._requests else None
+                frame = None
+                if request is None:
+                    frame, self._frame = self._frame, None
+            if request is not None:
+                job, future = request
                 if future.set_running_or_notify_cancel():
                     try:
                         future.set_result(job())
                     except BaseException as exc:  # handed to the caller
                         future.set_exception(exc)
+                continue
+            if frame is None:
                 continue
             try:
                 self._process_frame(frame)

@@ -28,11 +28,13 @@ class ParamSpec:
     def descriptor(self) -> ParameterDescriptor:
         text = self.description + (f" One of: {', '.join(self.choices)}." if self.choices else "")
         descriptor = ParameterDescriptor(name=self.name, description=text, read_only=True)
-        if self.min_value is not None and isinstance(self.default, int) and not isinstance(self.default, bool):
+        if self.min_value is None or self.max_value is None:
+            return descriptor
+        if isinstance(self.default, int) and not isinstance(self.default, bool):
             descriptor.integer_range = [
                 IntegerRange(from_value=int(self.min_value), to_value=int(self.max_value), step=1)
             ]
-        elif self.min_value is not None and isinstance(self.default, float):
+        elif isinstance(self.default, float):
             descriptor.floating_point_range = [
                 FloatingPointRange(from_value=float(self.min_value), to_value=float(self.max_value), step=0.0)
             ]

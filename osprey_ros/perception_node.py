@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import rclpy
@@ -36,7 +37,7 @@ from .parameters import NODE_NAME, NodeSettings, declare_parameters
 from .region_describer import RegionDescriber, RegionResult
 from .sync import ApproximateTimeSync
 
-CameraImage = Image | CompressedImage
+CameraImage: TypeAlias = Image | CompressedImage
 
 
 def stamp_ns(stamp: Time) -> int:

@@ -43,12 +43,12 @@ class ShapesScene:
 class SyntheticCamera(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("synthetic_camera", **kwargs)
-        rate = self.declare_parameter("rate", 2.0).value
-        width = self.declare_parameter("width", 320).value
-        height = self.declare_parameter("height", 240).value
-        count = self.declare_parameter("shapes", 4).value
-        seed = self.declare_parameter("seed", 0).value
-        self.frame_id = self.declare_parameter("frame_id", "synthetic_camera").value
+        rate = float(self.declare_parameter("rate", 2.0).value)
+        width = int(self.declare_parameter("width", 320).value)
+        height = int(self.declare_parameter("height", 240).value)
+        count = int(self.declare_parameter("shapes", 4).value)
+        seed = int(self.declare_parameter("seed", 0).value)
+        self.frame_id = str(self.declare_parameter("frame_id", "synthetic_camera").value)
         self.scene = ShapesScene(width, height, count, seed)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, "image", qos)

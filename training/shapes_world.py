@@ -91,7 +91,9 @@ def generate(
     rng = np.random.default_rng(seed)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    files = {name: [] for name in ("conversation", "short_form", "detail_description", "positive_negative")}
+    files: dict[str, list[dict]] = {
+        name: [] for name in ("conversation", "short_form", "detail_description", "positive_negative")
+    }
     instances: dict[str, list] = {"images": [], "annotations": [], "categories": []}
     instances["categories"] = [{"id": i + 1, "name": name} for i, name in enumerate(CATEGORIES)]
     captions = []

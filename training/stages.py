@@ -51,10 +51,11 @@ def add_lora(model: OspreyForCausalLM, rank: int) -> None:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
-    model.language_model = get_peft_model(model.language_model, config)
+    model.language_model = get_peft_model(model.language_model, config)  # type: ignore[assignment]  # merge_lora unwraps
 
 
 def merge_lora(model: OspreyForCausalLM) -> None:
     """Fold LoRA adapters into the LLM weights so the checkpoint has the released layout."""
-    if hasattr(model.language_model, "merge_and_unload"):
-        model.language_model = model.language_model.merge_and_unload()
+    merge = getattr(model.language_model, "merge_and_unload", None)
+    if merge is not None:
+        model.language_model = merge()

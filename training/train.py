@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from osprey_model import OspreyForCausalLM, get_preset
 from osprey_model.embedded import parse_dtype
@@ -36,7 +36,7 @@ from .trainer import TrainConfig, Trainer
 LOADERS = {"captions": load_caption_records, "regions": load_region_text_records, "osprey": load_osprey_records}
 
 
-def build_model(args: argparse.Namespace) -> tuple[OspreyForCausalLM, object]:
+def build_model(args: argparse.Namespace) -> tuple[OspreyForCausalLM, PreTrainedTokenizerBase]:
     if args.init:
         return OspreyForCausalLM.from_pretrained(args.init, args.clip), load_tokenizer(args.init)
     if not (args.llm and args.clip):

@@ -28,6 +28,7 @@ from osprey_model import OspreyForCausalLM, OspreyPredictor, get_preset
 from osprey_model.conversation import PROMPTS, SHORT_ANSWER_SUFFIX, SYSTEM, single_region_prompt
 from osprey_model.shapes import CATEGORIES
 from osprey_model.tiny import save_open_clip_file
+from osprey_model.tokenization import add_region_tokens
 
 from . import shapes_world
 from .data.dataset import RegionDataset
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = train_tokenizer(corpus(files), vocab_size=512)
 
     model = OspreyForCausalLM(tiny_config(len(tokenizer) - 2))  # <mask>/<pos> are not in the table
-    model.set_region_token_ids(tokenizer.convert_tokens_to_ids("<mask>"), tokenizer.convert_tokens_to_ids("<pos>"))
+    model.set_region_token_ids(*add_region_tokens(tokenizer))
     args.work.mkdir(parents=True, exist_ok=True)
     vision = {"steps": 0, "seconds": 0.0}
     if args.vision_steps:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         timings[stage] = time.monotonic() - start
         model = OspreyForCausalLM.from_pretrained(path)  # each stage starts from the previous one's checkpoint
-        model.set_region_token_ids(tokenizer.convert_tokens_to_ids("<mask>"), tokenizer.convert_tokens_to_ids("<pos>"))
+        model.set_region_token_ids(*add_region_tokens(tokenizer))
 
     args.out.mkdir(parents=True, exist_ok=True)
     for item in path.iterdir():

@@ -89,8 +89,8 @@ def box_of(mask: np.ndarray) -> np.ndarray:
     return box
 
 
-def collate(samples: list[Sample | None]) -> dict | None:
-    samples = [s for s in samples if s is not None]
+def collate(batch: list[Sample | None]) -> dict | None:
+    samples = [s for s in batch if s is not None]
     if not samples:
         return None
     return {

@@ -45,7 +45,7 @@ class NegativeMiner:
 def nearest_region(index: int, masks: list[np.ndarray]) -> int | None:
     """The region whose centroid is closest to region ``index``'s."""
     centres = [np.argwhere(m).mean(axis=0) for m in masks]
-    distances = [np.linalg.norm(c - centres[index]) if j != index else np.inf for j, c in enumerate(centres)]
+    distances = [float(np.linalg.norm(c - centres[index])) if j != index else np.inf for j, c in enumerate(centres)]
     return int(np.argmin(distances)) if len(masks) > 1 else None
 
 
