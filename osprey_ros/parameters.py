@@ -78,6 +78,14 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         "sync_queue_size", 10, "Images and mask sets held while waiting for their partner.", min_value=1, max_value=1000
     ),
     ParamSpec(
+        "sync_timeout",
+        1.0,
+        "Seconds a mask set waits for its camera image before it is dropped and counted (a dead camera or a "
+        "wrong image topic then shows in the log).",
+        min_value=0.01,
+        max_value=60.0,
+    ),
+    ParamSpec(
         "cache_size",
         8,
         "Recent frames whose images and encoder features are kept for ~/describe.",
@@ -125,6 +133,7 @@ class NodeSettings:
     max_regions: int
     slop: float
     sync_queue_size: int
+    sync_timeout: float
     cache_size: int
     qos_depth: int
     qos_reliability: str

@@ -84,7 +84,7 @@ class PerceptionNode(Node):
         )
         self.frames: FrameStore[CameraImage, EncodedFrame] = FrameStore(settings.cache_size)
         self.sync: ApproximateTimeSync[CameraImage, RegionMasks] = ApproximateTimeSync(
-            settings.slop, settings.sync_queue_size
+            settings.slop, settings.sync_queue_size, settings.sync_timeout
         )
         self.stats = PipelineStats()
         self._unmatched_logged = 0
@@ -112,6 +112,7 @@ class PerceptionNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(DescribeRegions, "~/describe", self._on_describe, callback_group=ReentrantCallbackGroup())
         self.create_timer(settings.diagnostics_period, self._publish_diagnostics, callback_group=inputs)
+        self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, callback_group=inputs)
 
         self.worker: ModelWorker[tuple[CameraImage, RegionMasks]] = ModelWorker(
             self._process_frame, self._on_worker_error
@@ -136,6 +137,13 @@ class PerceptionNode(Node):
     def _hand_over(self, pairs: list[tuple[CameraImage, RegionMasks]]) -> None:
         for pair in pairs:
             self.worker.submit_frame(pair)
+        self._report_unmatched()
+
+    def _expire_orphan_masks(self) -> None:
+        if self.sync.expire():
+            self._report_unmatched()
+
+    def _report_unmatched(self) -> None:
         unmatched = self.sync.stats.masks_unmatched
         if unmatched > self._unmatched_logged:
             self.get_logger().warning(

@@ -1,13 +1,16 @@
 """Approximate-time pairing of camera images with region masks (message_filters is not on PyPI).
 
 Images and mask sets are matched by header stamp within ``slop``. Both queues are bounded. A mask set
-waits for its image until a newer image shows that none within ``slop`` can still arrive (or until it
-is pushed out of its queue); then it is dropped and counted.
+waits for its image until a newer image shows that none within ``slop`` can still arrive, until it has
+waited ``wait_s`` of wall time (no image stream at all: a dead camera or a wrong topic), or until it is
+pushed out of its queue; then it is dropped and counted.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -25,12 +28,15 @@ class SyncStats:
 class ApproximateTimeSync(Generic[ImageT, MasksT]):
     """Feed ``add_image`` / ``add_masks`` with stamps in nanoseconds; each returns the pairs it completed."""
 
-    def __init__(self, slop_s: float, queue_size: int) -> None:
-        if slop_s < 0 or queue_size < 1:
-            raise ValueError("slop must be >= 0 and queue_size >= 1")
+    def __init__(
+        self, slop_s: float, queue_size: int, wait_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if slop_s < 0 or queue_size < 1 or wait_s <= 0:
+            raise ValueError("slop must be >= 0, queue_size >= 1 and wait_s > 0")
         self.slop_ns = int(slop_s * 1e9)
+        self.wait_s, self.clock = wait_s, clock
         self.images: deque[tuple[int, ImageT]] = deque()
-        self.masks: deque[tuple[int, MasksT]] = deque()
+        self.masks: deque[tuple[int, MasksT, float]] = deque()  # stamp, masks, arrival (clock seconds)
         self.queue_size = queue_size
         self.stats = SyncStats()
 
@@ -42,7 +48,7 @@ class ApproximateTimeSync(Generic[ImageT, MasksT]):
         return self._match()
 
     def add_masks(self, stamp_ns: int, masks: MasksT) -> list[tuple[ImageT, MasksT]]:
-        self.masks.append((stamp_ns, masks))
+        self.masks.append((stamp_ns, masks, self.clock()))
         if len(self.masks) > self.queue_size:
             self.masks.popleft()
             self.stats.masks_unmatched += 1
@@ -50,9 +56,9 @@ class ApproximateTimeSync(Generic[ImageT, MasksT]):
 
     def _match(self) -> list[tuple[ImageT, MasksT]]:
         pairs = []
-        remaining: deque[tuple[int, MasksT]] = deque()
+        remaining: deque[tuple[int, MasksT, float]] = deque()
         newest_image = self.images[-1][0] if self.images else None
-        for stamp, masks in self.masks:
+        for stamp, masks, arrived in self.masks:
             best = self._closest_image(stamp)
             if best is not None:
                 image = self.images[best][1]
@@ -62,7 +68,7 @@ class ApproximateTimeSync(Generic[ImageT, MasksT]):
             elif newest_image is not None and newest_image > stamp + self.slop_ns:
                 self.stats.masks_unmatched += 1  # images arrive in order: no match can come any more
             else:
-                remaining.append((stamp, masks))
+                remaining.append((stamp, masks, arrived))
         self.masks = remaining
         return pairs
 
@@ -74,10 +80,11 @@ class ApproximateTimeSync(Generic[ImageT, MasksT]):
                 best, best_gap = i, gap
         return best
 
-    def expire(self, now_ns: int) -> int:
-        """Drop mask sets older than ``now - slop`` that found no image (no image stream at all). Returns count."""
+    def expire(self) -> int:
+        """Drop mask sets that have waited longer than ``wait_s`` for their image. Returns how many."""
+        deadline = self.clock() - self.wait_s
         before = len(self.masks)
-        self.masks = deque((s, m) for s, m in self.masks if s + self.slop_ns >= now_ns)
+        self.masks = deque(entry for entry in self.masks if entry[2] >= deadline)
         dropped = before - len(self.masks)
         self.stats.masks_unmatched += dropped
         return dropped

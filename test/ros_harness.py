@@ -24,6 +24,7 @@ from osprey_interfaces.srv import DescribeRegions
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from sensor_msgs.msg import Image
 
 
@@ -133,9 +134,13 @@ class RosTester:
         return future.result()
 
     def fresh_diagnostics(self, timeout: float = 10.0) -> None:
-        """Wait for diagnostics built after this call (the first one received may have been built before)."""
-        count = len(self.diagnostics)
-        self.spin_until(lambda: len(self.diagnostics) > count + 1, timeout, "fresh diagnostics")
+        """Wait for diagnostics the node built after this call (older ones may still be queued for us)."""
+        since = self.node.get_clock().now().nanoseconds
+
+        def fresh() -> bool:
+            return bool(self.diagnostics) and Time.from_msg(self.diagnostics[-1].header.stamp).nanoseconds > since
+
+        self.spin_until(fresh, timeout, "fresh diagnostics")
 
     def diagnostic(self, key: str) -> str:
         """The latest value of one pipeline diagnostic."""

@@ -57,6 +57,7 @@ def ros(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         "diagnostics_period": 0.2,
         "cache_size": 4,
         "cpu_threads": 1,  # leaves a core to the node's executor and DDS threads
+        "sync_timeout": 0.5,
     }
     node = NodeProcess(
         tmp_path_factory.mktemp("node"), domain, parameters, {"image_topic": IMAGE_TOPIC, "masks_topic": MASKS_TOPIC}
@@ -173,6 +174,19 @@ def test_bad_topic_input_is_logged_and_node_keeps_serving(ros) -> None:
     tester.spin_until(lambda: int(tester.diagnostic("mask_sets_unmatched")) >= 1, 10, "the unmatched count")
 
     assert len(cases) == 5 and node.alive()
+    assert_still_serving(tester)
+
+
+def test_masks_with_no_image_stream_at_all_are_dropped_after_the_timeout(ros) -> None:
+    node, tester = ros
+    _, masks = scene()
+    tester.fresh_diagnostics()
+    unmatched_before = int(tester.diagnostic("mask_sets_unmatched"))
+    start = len(node.log())
+    tester.masks_pub.publish(masks_msg(next_header(), masks))  # no image follows, ever
+    node.wait_for_log(r"dropped 1 mask set\(s\) with no camera image", since=start)
+    tester.fresh_diagnostics()
+    assert int(tester.diagnostic("mask_sets_unmatched")) == unmatched_before + 1
     assert_still_serving(tester)
 
 

@@ -36,9 +36,20 @@ def test_unmatched_masks_are_dropped_after_the_slop_window() -> None:
     assert sync.stats.masks_unmatched == 0  # an image may still come
     assert sync.add_image(300 * MS, "late") == []
     assert sync.stats.masks_unmatched == 1 and not sync.masks
-    assert sync.add_masks(500 * MS, "no-images") == []
-    assert sync.expire(505 * MS) == 0
-    assert sync.expire(520 * MS) == 1 and sync.stats.masks_unmatched == 2
+
+
+def test_masks_without_any_image_stream_expire_after_the_wait() -> None:
+    now = [10.0]
+    sync: ApproximateTimeSync[str, str] = ApproximateTimeSync(0.01, 5, wait_s=1.0, clock=lambda: now[0])
+    sync.add_masks(500 * MS, "first")
+    now[0] = 10.6
+    sync.add_masks(600 * MS, "second")
+    assert sync.expire() == 0
+    now[0] = 11.2  # the first waited 1.2 s, the second 0.6 s
+    assert sync.expire() == 1 and [m for _, m, _ in sync.masks] == ["second"]
+    assert sync.stats.masks_unmatched == 1
+    now[0] = 11.3
+    assert sync.add_image(600 * MS, "late but in time") == [("late but in time", "second")]
 
 
 def test_queues_are_bounded() -> None:
