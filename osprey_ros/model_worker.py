@@ -77,22 +77,24 @@ class ModelWorker(Generic[FrameT]):
                         future.cancel()
                     return
                 request = self._requests.popleft() if self._requests else None
-                frame = None
-                if request is None:
-                    frame, self._frame = self._frame, None
+                frame, self._frame = (None, self._frame) if request else (self._frame, None)
             if request is not None:
-                job, future = request
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(job())
-                    except BaseException as exc:  # handed to the caller
-                        future.set_exception(exc)
-                continue
-            if frame is None:
-                continue
+                self._answer(*request)
+            elif frame is not None:
+                self._describe(frame)
+
+    @staticmethod
+    def _answer(job: Callable[[], Any], future: Future) -> None:
+        if future.set_running_or_notify_cancel():
             try:
-                self._process_frame(frame)
-            except Exception as exc:  # a bad frame must not end the thread
-                self._on_error(exc)
-            finally:
-                self.frames_done += 1
+                future.set_result(job())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+    def _describe(self, frame: FrameT) -> None:
+        try:
+            self._process_frame(frame)
+        except Exception as exc:  # a bad frame must not end the thread
+            self._on_error(exc)
+        finally:
+            self.frames_done += 1
