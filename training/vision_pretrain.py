@@ -86,7 +86,9 @@ def region_examples(count: int, image_size: int, seed: int, overlap: float) -> l
     return examples
 
 
-def region_loss(tower: ClipConvNeXtVisionTower, probe: RegionProbe, batch: list[RegionExample], flip: torch.Tensor):
+def region_loss(
+    tower: ClipConvNeXtVisionTower, probe: RegionProbe, batch: list[RegionExample], flip: torch.Tensor
+) -> torch.Tensor:
     """Mean over images of category + colour cross-entropy; ``flip`` mirrors images (and masks) left-right."""
     pixels = torch.stack([e.pixels for e in batch])
     pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
