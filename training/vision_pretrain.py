@@ -106,9 +106,7 @@ def pretrain_vision_tower(tower: ClipConvNeXtVisionTower, image_size: int, confi
     start = time.monotonic()
     generator = torch.Generator().manual_seed(config.seed)
     examples = region_examples(config.images, image_size, config.seed + 50_000, config.overlap)
-    with torch.no_grad():
-        channels = tuple(f.shape[1] for f in tower(examples[0].pixels[None]).values())
-    probe = RegionProbe(channels)
+    probe = RegionProbe(tower.channels)
     tower.train().requires_grad_(True)
     params = [*tower.parameters(), *probe.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
