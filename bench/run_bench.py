@@ -29,6 +29,7 @@ import torch
 
 from osprey_model import OspreyForCausalLM, OspreyPredictor, get_preset
 from osprey_model.embedded import parse_dtype
+from osprey_model.precision import keep_rotary_in_float32
 from osprey_model.encoders import BACKENDS, BackendUnavailable, create_encoder
 from osprey_model.shapes import random_shapes, render
 from osprey_model.tiny import llama2_tokenizer
@@ -90,9 +91,7 @@ def build_predictor(args: argparse.Namespace) -> OspreyPredictor:
     with torch.device("meta"):
         model = OspreyForCausalLM(config)
     model.to_empty(device=device)
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    model.language_model.model.rotary_emb = LlamaRotaryEmbedding(config.llama_config(), device=device)
+    keep_rotary_in_float32(model.language_model, model.language_model.config)
     with torch.no_grad():  # random weights at a sane scale; LayerNorm / RMSNorm weights at 1
         for name, param in model.named_parameters():
             if (name.endswith("weight") and param.dim() == 1) or "gamma" in name:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FEATURE_LEVELS, MaskExtractorConfig
+from .precision import KeepFloat32
 
 
 def mask_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,9 @@ class MLP(nn.Module):
         return x
 
 
-class MaskExtractor(nn.Module):
+class MaskExtractor(KeepFloat32):
+    """Always fp32, as in the released code: its tokens are cast to the LLM's dtype where they are spliced."""
+
     def __init__(self, config: MaskExtractorConfig, level_channels: tuple[int, ...], out_dim: int) -> None:
         super().__init__()
         self.mask_shape = config.mask_shape
@@ -55,8 +58,8 @@ class MaskExtractor(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor], masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of ONE image ({level: (C, h, w)}) and its masks (N, H, W) → mask tokens, pos tokens (N, D)."""
-        masks = masks.to(self.feat_linear.weight.dtype)
-        pooled = sum(getattr(self, name)(mask_pool(features[name].to(masks.dtype), masks)) for name in FEATURE_LEVELS)
+        masks = masks.to(torch.float32)
+        pooled = sum(getattr(self, name)(mask_pool(features[name].float(), masks)) for name in FEATURE_LEVELS)
         mask_tokens = self.feat_linear(pooled)
         spatial = F.interpolate(masks[:, None], size=self.mask_shape, mode="bilinear", align_corners=False)
         pos_tokens = self.mask_linear(spatial.flatten(1))

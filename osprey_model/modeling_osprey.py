@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from . import checkpoint_io
 from .config import FEATURE_LEVELS, OspreyConfig
 from .mask_extractor import MaskExtractor
+from .precision import keep_rotary_in_float32
 from .projector import build_projector
 from .vision_tower import ClipConvNeXtVisionTower
 
@@ -77,6 +77,7 @@ class OspreyForCausalLM(nn.Module):
         self.mask_extractor = MaskExtractor(config.mask_extractor, channels, config.hidden_size)
         with torch.device(llm_device) if llm_device is not None else contextlib.nullcontext():
             self.language_model = LlamaForCausalLM(config.llama_config())
+        keep_rotary_in_float32(self.language_model, self.language_model.config)
         self.mask_token_id: int | None = None
         self.pos_token_id: int | None = None
 
@@ -285,7 +286,7 @@ class OspreyForCausalLM(nn.Module):
         with torch.device("meta"):  # no random init of weights that are about to be overwritten
             model = cls(config)
         model.to_empty(device="cpu")
-        model.language_model.model.rotary_emb = LlamaRotaryEmbedding(config.llama_config())  # a computed buffer
+        keep_rotary_in_float32(model.language_model, model.language_model.config)  # a computed buffer
         missing = model.vision_tower.load_open_clip_file(clip_path)
         missing_trunk = [key for key in missing if key.startswith("trunk.")]
         if missing_trunk:
