@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -41,12 +42,23 @@ def load_torch_bin(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; a truncated, empty or foreign file raises ``CheckpointError`` naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc} (a truncated or incomplete download?)") from exc
+
+
 def checkpoint_files(model_dir: Path) -> list[Path]:
     """The weight files of a checkpoint directory, preferring safetensors over pickles."""
     for index_name in (SAFETENSORS_INDEX, BIN_INDEX):
         index = model_dir / index_name
         if index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{index}: not a valid shard index ({exc!r})") from exc
             files = [model_dir / name for name in sorted(set(weight_map.values()))]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
@@ -64,7 +76,7 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
 def load_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path in checkpoint_files(Path(model_dir)):
-        shard = load_file(str(path)) if path.suffix == ".safetensors" else load_torch_bin(path)
+        shard = load_safetensors(path) if path.suffix == ".safetensors" else load_torch_bin(path)
         duplicated = state.keys() & shard.keys()
         if duplicated:
             raise CheckpointError(f"{path.name} repeats keys of another shard: {sorted(duplicated)[:5]}")

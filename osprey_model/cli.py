@@ -32,10 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _read_image(path: Path, what: str) -> Image.Image:
+def _read_image(path: Path, what: str, mode: str) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    return Image.open(path)
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except (OSError, ValueError) as exc:  # not an image, truncated, unsupported mode
+        raise ValueError(f"{what} {path} is not a readable image: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,13 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     from .predictor import OspreyPredictor  # heavy imports after argument parsing
 
     try:
-        image = _read_image(args.image, "image").convert("RGB")
-        masks = [np.asarray(_read_image(path, "mask").convert("L")) for path in args.mask]
+        image = _read_image(args.image, "image", "RGB")
+        masks = [np.asarray(_read_image(path, "mask", "L")) for path in args.mask]
         predictor = OspreyPredictor.from_pretrained(args.model, args.clip, device=args.device, dtype=DTYPES[args.dtype])
         answers = predictor.describe(
             image, masks, prompt=args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature
         )
-    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+    except (OSError, ValueError, CheckpointError) as exc:  # CheckpointError is a ValueError; named for readers
         print(f"osprey-describe: error: {exc}", file=sys.stderr)
         return 2
     for path, answer in zip(args.mask, answers, strict=True):

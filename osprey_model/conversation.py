@@ -18,8 +18,9 @@ POS_TOKEN = "<pos>"
 REGION_TOKENS = MASK_TOKEN + POS_TOKEN
 
 IMAGE_PREFIX = f"{IMAGE_TOKEN}\nThis provides an overview of the picture.\n"
-# The released training data spell it "Ther are"; the weights were trained on that text, so keep it.
-MULTI_REGION_PREFIX = "Ther are {count} part regions in the picture: {regions}. "
+# The released training data spell it "Ther are" and say "1 part region" but "2 part regions"; the weights
+# were trained on that text, so keep it.
+MULTI_REGION_PREFIX = "Ther are {count} part {noun} in the picture: {regions}. "
 SHORT_ANSWER_SUFFIX = " Answer the question using a single word or phrase."
 
 PROMPTS = {
@@ -49,7 +50,7 @@ def region_prompt(prompt: str) -> str:
 
 def multi_region_prefix(count: int) -> str:
     regions = ",".join(f"region{i + 1}{REGION_TOKENS}" for i in range(count))
-    return MULTI_REGION_PREFIX.format(count=count, regions=regions)
+    return MULTI_REGION_PREFIX.format(count=count, noun="region" if count == 1 else "regions", regions=regions)
 
 
 def refer_to_regions(text: str) -> str:

@@ -10,7 +10,7 @@ import torch
 from open_clip.timm_model import TimmModel
 from torch import nn
 
-from .checkpoint_io import describe_keys, load_torch_bin
+from .checkpoint_io import describe_keys, load_safetensors, load_torch_bin
 from .config import FEATURE_LEVELS, VisionConfig
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ClipConvNeXtVisionTower(nn.Module):
                 f"CLIP vision weights not found: {path}. Put open_clip_pytorch_model.bin of "
                 "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup there, or pass --clip / clip_path."
             )
-        state = load_torch_bin(path) if path.suffix != ".safetensors" else _load_safetensors(path)
+        state = load_torch_bin(path) if path.suffix != ".safetensors" else load_safetensors(path)
         visual = {k[len(CLIP_VISUAL_PREFIX) :]: v for k, v in state.items() if k.startswith(CLIP_VISUAL_PREFIX)}
         if not visual:
             raise ValueError(f"{path} holds no '{CLIP_VISUAL_PREFIX}*' keys: not an open_clip checkpoint")
@@ -89,9 +89,3 @@ class ClipConvNeXtVisionTower(nn.Module):
             f" ({describe_keys(missing, limit=3)})" if missing else "",
         )
         return missing
-
-
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))

@@ -41,6 +41,8 @@ def test_multi_turn_chat_prompt() -> None:
         "Ther are 2 part regions in the picture: region1<mask><pos>,region2<mask><pos>. What is region1? "
         "ASSISTANT: A red disk.</s>USER: Is it left of region2? ASSISTANT:"
     )
+    one = multi_region_prompt(1, [("What is <region1>?", None)])
+    assert "Ther are 1 part region in the picture: region1<mask><pos>. What is region1?" in one
     with pytest.raises(ValueError, match="unanswered"):
         multi_region_prompt(1, [("What?", "That.")])
 
