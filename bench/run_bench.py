@@ -29,8 +29,8 @@ import torch
 
 from osprey_model import OspreyForCausalLM, OspreyPredictor, get_preset
 from osprey_model.embedded import parse_dtype
-from osprey_model.precision import keep_rotary_in_float32
 from osprey_model.encoders import BACKENDS, BackendUnavailable, create_encoder
+from osprey_model.precision import keep_rotary_in_float32
 from osprey_model.shapes import random_shapes, render
 from osprey_model.tiny import llama2_tokenizer
 

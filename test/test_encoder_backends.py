@@ -12,7 +12,7 @@ import torch
 
 from osprey_model import OspreyPredictor
 from osprey_model.config import FEATURE_LEVELS, get_preset
-from osprey_model.encoders import OnnxRuntimeEncoder, create_encoder, export_onnx
+from osprey_model.encoders import OnnxRuntimeEncoder, backends, create_encoder, export_onnx
 from osprey_model.vision_tower import ClipConvNeXtVisionTower
 
 
@@ -44,9 +44,30 @@ def test_tensorrt_falls_back_with_one_log_line(tower, tmp_path: Path, caplog) ->
     encoder = create_encoder("tensorrt", tower, cache_dir=tmp_path)
     assert encoder.name == "onnxruntime"
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["encoder backend tensorrt unavailable (tensorrt is not importable); falling back to onnxruntime"]
+    assert lines == [
+        "encoder backend tensorrt unavailable (tensorrt is not importable); falling back to onnxruntime on cpu"
+    ]
     again = create_encoder("onnxruntime", tower, cache_dir=tmp_path)  # the export is cached by model hash
     assert len(list(tmp_path.glob("convnext-*.onnx"))) == 1 and again.name == "onnxruntime"
+
+
+def test_a_gpu_model_falls_back_to_gpu_backends_only(tower, tmp_path: Path, caplog, monkeypatch) -> None:
+    """PyPI's onnxruntime is CPU-only: a CUDA model must not end up with its encoder on the CPU unasked."""
+    pytest.importorskip("onnxruntime")
+    if importable("tensorrt") or "CUDAExecutionProvider" in backends.onnx_providers_available():
+        pytest.skip("a GPU stack is installed here: no fallback to check")
+    monkeypatch.setattr(backends, "tower_device", lambda tower: torch.device("cuda"))
+    caplog.set_level(logging.WARNING)
+    assert create_encoder("tensorrt", tower, cache_dir=tmp_path).name == "torch"
+    assert [r.getMessage() for r in caplog.records] == [
+        "encoder backend tensorrt unavailable (tensorrt is not importable); falling back to torch on cuda"
+    ]
+    caplog.clear()
+    with pytest.raises(backends.BackendUnavailable, match="no CUDA provider"):
+        backends.onnxruntime_providers(torch.device("cuda"), allow_cpu_for_gpu_model=False)
+    asked = create_encoder("onnxruntime", tower, cache_dir=tmp_path)  # asked by name: CPU, and said so
+    assert asked.name == "onnxruntime" and "runs on the CPU behind a cuda model" in caplog.text
+    assert backends.fallback_for("tensorrt", "cpu") == "onnxruntime"
 
 
 def test_compile_on_cpu_falls_back_to_torch(tower, tmp_path: Path, caplog) -> None:

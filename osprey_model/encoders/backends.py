@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -60,14 +61,12 @@ class CompiledEncoder(TorchEncoder):
 class OnnxRuntimeEncoder:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: torch.device) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendUnavailable("onnxruntime is not installed") from exc
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+    def __init__(self, onnx_path: Path, device: torch.device, *, allow_cpu_for_gpu_model: bool = False) -> None:
+        """On a GPU model without ONNX Runtime's CUDA provider (the PyPI CPU wheel) this refuses, unless
+        ``allow_cpu_for_gpu_model``: a ConvNeXt-L on the CPU behind a GPU model is seconds per frame."""
+        providers = onnxruntime_providers(device, allow_cpu_for_gpu_model)
+        import onnxruntime as ort
+
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)
         self.device = device
 
@@ -76,11 +75,34 @@ class OnnxRuntimeEncoder:
         return {name: torch.from_numpy(out).to(self.device) for name, out in zip(FEATURE_LEVELS, outputs, strict=True)}
 
 
+def onnx_providers_available() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable("onnxruntime is not installed") from exc
+    return list(ort.get_available_providers())
+
+
+def onnxruntime_providers(device: torch.device, allow_cpu_for_gpu_model: bool) -> list[str]:
+    available = onnx_providers_available()
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if allow_cpu_for_gpu_model:
+        logger.warning("onnxruntime has no CUDA provider here: the encoder runs on the CPU behind a %s model", device)
+        return ["CPUExecutionProvider"]
+    raise BackendUnavailable(
+        f"onnxruntime has no CUDA provider (providers: {', '.join(available)}) for a {device} model"
+    )
+
+
 def onnx_file(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> Path:
+    """The trunk exported once per weights; from an fp32 CPU copy, so the served tower stays where it is."""
     path = cache_dir / f"convnext-{tower_fingerprint(tower)}.onnx"
     if not path.is_file():
         tmp = path.with_suffix(".tmp.onnx")
-        export_onnx(tower.float(), tmp)
+        export_onnx(copy.deepcopy(tower).to("cpu", torch.float32), tmp)
         tmp.rename(path)
     return path
 
@@ -88,11 +110,22 @@ def onnx_file(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> Path:
 def create_tensorrt(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> EncoderBackend:
     from .tensorrt_engine import TensorRTEncoder  # imports tensorrt; BackendUnavailable when it is missing
 
-    return TensorRTEncoder(onnx_file(tower.cpu(), cache_dir), cache_dir, tower_fingerprint(tower))
+    return TensorRTEncoder(onnx_file(tower, cache_dir), cache_dir, tower_fingerprint(tower))
 
 
 BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
-_FALLBACK = {"tensorrt": "onnxruntime", "onnxruntime": "torch", "compile": "torch"}
+
+
+def tower_device(tower: ClipConvNeXtVisionTower) -> torch.device:
+    return next(tower.parameters()).device
+
+
+def fallback_for(name: str, device_type: str) -> str:
+    """The next backend to try. A GPU model falls back to GPU backends only: ONNX Runtime's PyPI wheel is
+    CPU-only, and torch.compile's autotuning takes minutes, so tensorrt → torch there."""
+    if name == "tensorrt":
+        return "torch" if device_type == "cuda" else "onnxruntime"
+    return "torch"
 
 
 def create_encoder(
@@ -107,7 +140,8 @@ def create_encoder(
         raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     cache_dir.mkdir(parents=True, exist_ok=True)
-    device = next(tower.parameters()).device
+    device = tower_device(tower)
+    asked = name
     while True:
         try:
             if name == "torch":
@@ -115,9 +149,10 @@ def create_encoder(
             if name == "compile":
                 return CompiledEncoder(tower)
             if name == "onnxruntime":
-                return OnnxRuntimeEncoder(onnx_file(tower, cache_dir), device)
+                # Asked for by name, it may run on the CPU behind a GPU model; reached by fallback, never.
+                return OnnxRuntimeEncoder(onnx_file(tower, cache_dir), device, allow_cpu_for_gpu_model=name == asked)
             return create_tensorrt(tower, cache_dir)
         except BackendUnavailable as exc:
-            fallback = _FALLBACK[name]
-            log.warning("encoder backend %s unavailable (%s); falling back to %s", name, exc, fallback)
+            fallback = fallback_for(name, device.type)
+            log.warning("encoder backend %s unavailable (%s); falling back to %s on %s", name, exc, fallback, device)
             name = fallback
