@@ -7,6 +7,8 @@ extractor resizes them to each feature map itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,11 +37,38 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
     return array
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """The largest images worth encoding.
+
+    The released preprocessing resizes the *shortest* edge to S before squashing to S×S, so a thin image
+    costs memory in proportion to its aspect ratio: 2×60000 asks 11 GiB, 2×4000 1.2 GB. Refuse such input
+    up front instead of running out of memory. The defaults admit 8K frames and 32:1 range images.
+    """
+
+    max_pixels: int = 40_000_000
+    max_aspect_ratio: float = 32.0
+
+    def check(self, height: int, width: int) -> None:
+        if height * width > self.max_pixels:
+            raise ValueError(
+                f"image is {width}x{height} = {height * width} pixels, more than the {self.max_pixels} allowed "
+                "(max_image_pixels)"
+            )
+        aspect = max(height, width) / min(height, width)
+        if aspect > self.max_aspect_ratio:
+            raise ValueError(
+                f"image is {width}x{height}: aspect ratio {aspect:.1f} exceeds {self.max_aspect_ratio:g} "
+                "(max_aspect_ratio); crop or pad it first"
+            )
+
+
 class OspreyImageProcessor:
     """Turns an RGB image into the ``(1, 3, S, S)`` tensor the vision tower takes."""
 
-    def __init__(self, image_size: int) -> None:
+    def __init__(self, image_size: int, limits: ImageLimits | None = None) -> None:
         self.image_size = image_size
+        self.limits = limits or ImageLimits()
         self.clip = CLIPImageProcessor(
             do_resize=True,
             size={"shortest_edge": image_size},
@@ -55,7 +84,9 @@ class OspreyImageProcessor:
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
         rgb = to_rgb_array(image)
-        pixels = self.clip(images=rgb, return_tensors="pt")["pixel_values"]
+        self.limits.check(*rgb.shape[:2])
+        # Channels-last said explicitly: guessing takes a 1×N or 3×N image for channels-first.
+        pixels = self.clip(images=rgb, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
         return F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
 

@@ -16,7 +16,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 from .batched_generation import PrefixCache, generate_regions
 from .conversation import multi_region_prompt, single_region_prompt
 from .encoders import EncoderBackend, TorchEncoder, create_encoder
-from .image_processing import ImageInput, OspreyImageProcessor, masks_to_tensor, to_rgb_array
+from .image_processing import ImageInput, ImageLimits, OspreyImageProcessor, masks_to_tensor, to_rgb_array
 from .modeling_osprey import ImageFeatures, OspreyForCausalLM
 from .tokenization import add_region_tokens, load_tokenizer, tokenize_prompt
 
@@ -41,13 +41,17 @@ def _image_hw(image: ImageInput | EncodedFrame) -> tuple[int, int]:
 
 class OspreyPredictor:
     def __init__(
-        self, model: OspreyForCausalLM, tokenizer: PreTrainedTokenizerBase, encoder: EncoderBackend | None = None
+        self,
+        model: OspreyForCausalLM,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder: EncoderBackend | None = None,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.encoder = encoder or TorchEncoder(model.vision_tower)
         model.set_region_token_ids(*add_region_tokens(tokenizer))
-        self.processor = OspreyImageProcessor(model.config.vision.image_size)
+        self.processor = OspreyImageProcessor(model.config.vision.image_size, image_limits)
         self.image_token_count = (model.config.vision.image_size // model.vision_tower.strides[2]) ** 2
         self.prefix_cache = PrefixCache(max_entries=4)
         self.decode = "dynamic"  # or "static" / "static-compiled" (GPU: CUDA graphs); see generate_regions
@@ -61,10 +65,12 @@ class OspreyPredictor:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         encoder_backend: str = "torch",
+        image_limits: ImageLimits | None = None,
     ) -> OspreyPredictor:
         """``encoder_backend``: torch, compile, onnxruntime or tensorrt (falls back, logging why)."""
         model = OspreyForCausalLM.from_pretrained(model_dir, clip_path, device=device, dtype=dtype)
-        return cls(model, load_tokenizer(model_dir), create_encoder(encoder_backend, model.vision_tower))
+        encoder = create_encoder(encoder_backend, model.vision_tower)
+        return cls(model, load_tokenizer(model_dir), encoder, image_limits)
 
     @torch.inference_mode()
     def encode(self, image: ImageInput) -> EncodedFrame:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from osprey_model import OspreyPredictor
+from osprey_model.image_processing import ImageLimits
 
 
 @pytest.mark.parametrize(
@@ -69,3 +71,32 @@ def test_sampling_runs(tiny_predictor: OspreyPredictor, scene) -> None:
     image, masks = scene
     answers = tiny_predictor.describe(image, masks, max_new_tokens=4, temperature=0.7)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((2, 60000), r"aspect ratio 30000.0 exceeds 32 \(max_aspect_ratio\)"), ((2, 4000), "aspect ratio 2000.0")],
+)
+def test_absurd_image_shapes_are_refused_before_any_resize(tiny_predictor: OspreyPredictor, shape, message) -> None:
+    """The shortest-edge resize of a 2×60000 image asked 11 GiB: refused up front, the predictor stays usable."""
+    image = np.zeros((*shape, 3), np.uint8)
+    mask = np.zeros(shape, bool)
+    mask[:, :10] = True
+    with pytest.raises(ValueError, match=message):
+        tiny_predictor.describe(image, [mask], max_new_tokens=2)
+
+
+def test_pixel_limit_is_configurable(tiny_dir) -> None:
+    predictor = OspreyPredictor.from_pretrained(tiny_dir, image_limits=ImageLimits(max_pixels=1000))
+    with pytest.raises(ValueError, match=r"more than the 1000 allowed \(max_image_pixels\)"):
+        predictor.encode(np.zeros((40, 30, 3), np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (3, 1), (3, 3)])
+def test_tiny_and_thin_images_are_described(tiny_predictor: OspreyPredictor, shape) -> None:
+    """1×N and 3×N images were taken for channels-first ("mean must have 1 elements", or silently wrong)."""
+    image = np.full((*shape, 3), 200, np.uint8)
+    frame = tiny_predictor.encode(image)
+    expected = tiny_predictor.encode(np.full((4, 4, 3), 200, np.uint8))  # a flat colour is a flat colour
+    assert torch.allclose(frame.features.image_tokens, expected.features.image_tokens, atol=1e-4)
+    assert len(tiny_predictor.describe(frame, [np.ones(shape, bool)], max_new_tokens=2)) == 1
