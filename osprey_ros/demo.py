@@ -12,7 +12,8 @@ import time
 
 import rclpy
 from osprey_interfaces.msg import RegionDescriptionArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -29,9 +30,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        return run(parse_args(argv))
+    except KeyboardInterrupt:  # Ctrl-C before the pipeline ran (e.g. while the weights load)
+        rclpy.try_shutdown()
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from .perception_node import create_node_or_exit
+    from .perception_node import create_node_or_exit, shutdown_quietly
     from .synthetic_camera import SyntheticCamera
 
     rclpy.init(
@@ -73,17 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         executor.add_node(node)
     deadline = time.monotonic() + args.timeout
     try:
-        while len(received) < args.frames and time.monotonic() < deadline:
+        while rclpy.ok() and len(received) < args.frames and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        executor.shutdown()
-        for node in (perception, camera, printer):
-            node.destroy_node()
-        rclpy.try_shutdown()
-    dropped = perception.worker.frames_dropped
+        interrupted = not rclpy.ok()
+    except (KeyboardInterrupt, ExternalShutdownException, RCLError):  # Ctrl-C (the signal shuts rclpy down)
+        interrupted = True
+    dropped = perception.pipeline.worker.frames_dropped if perception.pipeline else 0
+    shutdown_quietly(executor, [perception, camera, printer])
+    rclpy.try_shutdown()
     print(f"described {len(received)} frames; {dropped} camera frames dropped while the model was busy")
+    if interrupted:
+        return 0
     return 0 if len(received) >= args.frames else 1
 
 

@@ -27,7 +27,9 @@ class ParamSpec:
 
     def descriptor(self) -> ParameterDescriptor:
         text = self.description + (f" One of: {', '.join(self.choices)}." if self.choices else "")
-        descriptor = ParameterDescriptor(name=self.name, description=text, read_only=True)
+        if self.name not in RUNTIME_PARAMETERS:
+            text += " Read on configure."
+        descriptor = ParameterDescriptor(name=self.name, description=text)
         if self.min_value is None or self.max_value is None:
             return descriptor
         if isinstance(self.default, int) and not isinstance(self.default, bool):
@@ -41,7 +43,15 @@ class ParamSpec:
         return descriptor
 
 
+# Parameters that `ros2 param set` may change while the node runs; the rest are read on configure.
+RUNTIME_PARAMETERS = frozenset({"prompt_mode", "max_new_tokens", "max_regions", "slop", "publish_overlay"})
+
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "autostart",
+        True,
+        "Configure and activate at start-up (a lifecycle node); false waits for a lifecycle manager.",
+    ),
     ParamSpec("model_dir", "", "Osprey checkpoint folder (config.json, weights, tokenizer); empty = embedded default."),
     ParamSpec("clip_path", "", "open_clip_pytorch_model.bin; empty = config.json's mm_vision_tower."),
     ParamSpec("device", "cpu", "Torch device for the model, e.g. cpu, cuda, cuda:1."),
@@ -114,15 +124,35 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         "Vision encoder backend; an unavailable one falls back (tensorrt → onnxruntime → torch), said in the log.",
         choices=("torch", "compile", "onnxruntime", "tensorrt"),
     ),
+    ParamSpec(
+        "max_image_pixels",
+        40_000_000,
+        "Largest image (width x height) encoded; larger ones are refused with an error.",
+        min_value=1,
+        max_value=1_000_000_000,
+    ),
+    ParamSpec(
+        "max_aspect_ratio",
+        32.0,
+        "Largest long/short side ratio encoded; the released preprocessing's memory grows with it.",
+        min_value=1.0,
+        max_value=1000.0,
+    ),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.1, max_value=60.0),
     ParamSpec(
-        "service_timeout", 30.0, "Seconds a ~/describe call may wait for the model.", min_value=0.1, max_value=3600.0
+        "service_timeout",
+        30.0,
+        "Seconds a service request may wait for the model; a request still waiting then is answered "
+        "'timed out' without being run.",
+        min_value=0.1,
+        max_value=3600.0,
     ),
 )
 
 
 @dataclass(frozen=True)
 class NodeSettings:
+    autostart: bool
     model_dir: str
     clip_path: str
     device: str
@@ -140,18 +170,33 @@ class NodeSettings:
     image_transport: str
     publish_overlay: bool
     encoder_backend: str
+    max_image_pixels: int
+    max_aspect_ratio: float
     diagnostics_period: float
     service_timeout: float
 
 
+SPECS = {spec.name: spec for spec in NODE_PARAMETERS}
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise ValueError for a value outside the choices (ranges are checked by rclpy's descriptors)."""
+    spec = SPECS[name]
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"parameter {name}={value!r}: choose one of {', '.join(spec.choices)}")
+
+
 def declare_parameters(node: Node) -> NodeSettings:
     """Declare all parameters with descriptors and return their values, checking choices."""
-    values = {}
     for spec in NODE_PARAMETERS:
-        value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
-        if spec.choices and value not in spec.choices:
-            raise ValueError(f"parameter {spec.name}={value!r}: choose one of {', '.join(spec.choices)}")
-        values[spec.name] = value
+        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+    return read_settings(node)
+
+
+def read_settings(node: Node) -> NodeSettings:
+    values = {spec.name: node.get_parameter(spec.name).value for spec in NODE_PARAMETERS}
+    for name, value in values.items():
+        check_value(name, value)
     return NodeSettings(**values)
 
 

@@ -2,25 +2,35 @@
 
 One frame's path: ``_on_image`` / ``_on_masks`` (executor thread: pair by stamp, hand over, never wait)
 → ``ModelWorker`` (model thread: newest frame wins) → ``_process_frame`` (convert, describe, publish).
+
+A managed (lifecycle) node, as Nav2 and the ROS 2 design recommend for heavy resources: configure loads
+the weights, activate subscribes and publishes, deactivate stops that, cleanup frees the model. With
+``autostart`` (the default) it brings itself to active at start-up.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import rclpy
 import torch
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
-from osprey_interfaces.srv import DescribeRegions
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
@@ -28,24 +38,25 @@ from std_msgs.msg import Header
 from osprey_model import EncodedFrame, OspreyPredictor
 from osprey_model.checkpoint_io import CheckpointError
 from osprey_model.embedded import default_checkpoint, parse_dtype
+from osprey_model.image_processing import ImageLimits
 
+from .describe_service import DescribeService
 from .frame_store import FrameStore
 from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, mask_to_bool, numpy_to_image
-from .model_worker import ModelWorker, WorkerBusy
+from .model_worker import ModelWorker
 from .overlay import draw_overlay
-from .parameters import NODE_NAME, NodeSettings, declare_parameters
+from .parameters import NODE_NAME, RUNTIME_PARAMETERS, NodeSettings, check_value, declare_parameters, read_settings
 from .region_describer import RegionDescriber, RegionResult
+from .stamps import stamp_ns
 from .sync import ApproximateTimeSync
 
+RUNTIME_LIST = ", ".join(sorted(RUNTIME_PARAMETERS))
 CameraImage: TypeAlias = Image | CompressedImage
+Frame: TypeAlias = tuple[int, CameraImage]  # the frame store's key, the image as received
 
 
-def stamp_ns(stamp: Time) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def to_stamp(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+def to_rgb(msg: CameraImage) -> np.ndarray:
+    return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
 
 
 @dataclass
@@ -61,6 +72,19 @@ class PipelineStats:
     latency_last_s: float = 0.0
 
 
+@dataclass
+class Pipeline:
+    """What exists while the node is configured: the model and everything fed to or by it."""
+
+    describer: RegionDescriber
+    frames: FrameStore[CameraImage, EncodedFrame]
+    sync: ApproximateTimeSync[Frame, RegionMasks]
+    worker: ModelWorker[tuple[Frame, RegionMasks]]
+    stats: PipelineStats = field(default_factory=PipelineStats)
+    entities: list[Any] = field(default_factory=list)  # publishers, timers, services made on configure
+    inputs: list[Any] = field(default_factory=list)  # subscriptions and timers made on activate
+
+
 def load_predictor(settings: NodeSettings) -> OspreyPredictor:
     model_dir = Path(settings.model_dir) if settings.model_dir else default_checkpoint()
     return OspreyPredictor.from_pretrained(
@@ -69,82 +93,196 @@ def load_predictor(settings: NodeSettings) -> OspreyPredictor:
         device=settings.device,
         dtype=parse_dtype(settings.dtype),
         encoder_backend=settings.encoder_backend,
+        image_limits=ImageLimits(settings.max_image_pixels, settings.max_aspect_ratio),
     )
 
 
-class PerceptionNode(Node):
+class PerceptionNode(LifecycleNode):
     def __init__(self, predictor: OspreyPredictor | None = None, **kwargs) -> None:
+        """``predictor``: an already loaded model (tests, the demo); else configure loads one."""
         super().__init__(NODE_NAME, **kwargs)
-        self.settings = settings = declare_parameters(self)
-        if settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
-        self.model_name = Path(settings.model_dir or default_checkpoint()).name
-        self.describer = RegionDescriber(
-            predictor or load_predictor(settings), settings.prompt_mode, settings.max_new_tokens
-        )
-        self.frames: FrameStore[CameraImage, EncodedFrame] = FrameStore(settings.cache_size)
-        self.sync: ApproximateTimeSync[CameraImage, RegionMasks] = ApproximateTimeSync(
-            settings.slop, settings.sync_queue_size, settings.sync_timeout
-        )
-        self.stats = PipelineStats()
+        self.settings = declare_parameters(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._given_predictor = predictor
+        self.pipeline: Pipeline | None = None
+        self.active = False
+        self.model_name = ""
+        self.last_error = ""
         self._unmatched_logged = 0
         self._described_at_last_report = 0
         self._last_report = time.monotonic()
+        self.inputs_group = MutuallyExclusiveCallbackGroup()  # sync state is touched only from this group
 
-        reliability = (
-            ReliabilityPolicy.RELIABLE if settings.qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.settings = settings = read_settings(self)
+            if settings.cpu_threads:
+                torch.set_num_threads(settings.cpu_threads)
+            predictor = self._given_predictor or load_predictor(settings)
+            describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
+        except (OSError, ValueError, CheckpointError, RuntimeError) as exc:  # missing or broken weights, bad values
+            self.last_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.model_name = Path(settings.model_dir or default_checkpoint()).name
+        sync: ApproximateTimeSync[Frame, RegionMasks] = ApproximateTimeSync(
+            settings.slop, settings.sync_queue_size, settings.sync_timeout
         )
-        input_qos = QoSProfile(depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        worker: ModelWorker[tuple[Frame, RegionMasks]] = ModelWorker(self._process_frame, self._on_worker_error)
+        self.pipeline = pipeline = Pipeline(describer, FrameStore(settings.cache_size), sync, worker)
         # Planners and RViz may ask for reliable delivery; a reliable publisher serves both kinds of subscriber.
         output_qos = QoSProfile(
             depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
         )
-        inputs = MutuallyExclusiveCallbackGroup()  # sync state is touched only from this group
+        self.descriptions_pub = self.create_lifecycle_publisher(RegionDescriptionArray, "~/descriptions", output_qos)
+        self.overlay_pub = self.create_lifecycle_publisher(Image, "~/overlay", output_qos)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.describe_service = DescribeService(self)
+        pipeline.entities += [
+            self.descriptions_pub,
+            self.overlay_pub,
+            self.diagnostics_pub,
+            self.describe_service.service,
+            self.create_timer(settings.diagnostics_period, self._publish_diagnostics, self.inputs_group),
+        ]
+        self.get_logger().info(f"configured: model {self.model_name} loaded on {settings.device}/{settings.dtype}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        pipeline = self._configured()
+        settings = self.settings
+        reliability = (
+            ReliabilityPolicy.RELIABLE if settings.qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        )
+        input_qos = QoSProfile(depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=reliability)
+        group = self.inputs_group
         if settings.image_transport == "compressed":
-            self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image, input_qos, callback_group=inputs
+            image_sub = self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, input_qos, callback_group=group
             )
         else:
-            self.create_subscription(Image, "image", self._on_image, input_qos, callback_group=inputs)
-        self.create_subscription(RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=inputs)
-        self.descriptions_pub = self.create_publisher(RegionDescriptionArray, "~/descriptions", output_qos)
-        self.overlay_pub = self.create_publisher(Image, "~/overlay", output_qos) if settings.publish_overlay else None
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(DescribeRegions, "~/describe", self._on_describe, callback_group=ReentrantCallbackGroup())
-        self.create_timer(settings.diagnostics_period, self._publish_diagnostics, callback_group=inputs)
-        self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, callback_group=inputs)
-
-        self.worker: ModelWorker[tuple[CameraImage, RegionMasks]] = ModelWorker(
-            self._process_frame, self._on_worker_error
-        )
+            image_sub = self.create_subscription(Image, "image", self._on_image, input_qos, callback_group=group)
+        pipeline.inputs = [
+            image_sub,
+            self.create_subscription(RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=group),
+            self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, group),
+        ]
+        self.active = True
         self.get_logger().info(
             f"ready: model {self.model_name} on {settings.device}/{settings.dtype} "
             f"({torch.get_num_threads()} CPU threads), prompt mode {settings.prompt_mode}, "
-            f"max {settings.max_regions} regions, slop {settings.slop}s"
+            f"max {settings.max_regions} regions, slop {settings.slop}s, {settings.qos_reliability} camera input"
         )
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self.get_logger().info("deactivated: camera input stopped, model kept")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configured(self) -> Pipeline:
+        if self.pipeline is None:
+            raise RuntimeError("the node is not configured")
+        return self.pipeline
+
+    def _stop_inputs(self) -> None:
+        self.active = False
+        if self.pipeline is not None:
+            for entity in self.pipeline.inputs:
+                self._destroy(entity)
+            self.pipeline.inputs = []
+
+    def _release(self) -> None:
+        """Everything configure made goes: the model thread, the entities, the weights (and GPU memory)."""
+        self._stop_inputs()
+        pipeline, self.pipeline = self.pipeline, None
+        if pipeline is None:
+            return
+        pipeline.worker.stop()
+        for entity in pipeline.entities:
+            self._destroy(entity)
+        del pipeline
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _destroy(self, entity: Any) -> None:
+        destroy: dict[str, Callable[[Any], Any]] = {
+            "Subscription": self.destroy_subscription,
+            "Timer": self.destroy_timer,
+            "Service": self.destroy_service,
+            "LifecyclePublisher": self.destroy_lifecycle_publisher,
+            "Publisher": self.destroy_publisher,
+        }
+        destroy[type(entity).__name__](entity)
+
+    # ---- parameters ---------------------------------------------------------------------------------------
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Run-time changes where they are safe; the rest only while unconfigured (read on configure)."""
+        configured = self.pipeline is not None
+        for parameter in parameters:
+            if configured and parameter.name not in RUNTIME_PARAMETERS:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{parameter.name} is read on configure: set it while the node is unconfigured "
+                    f"(lifecycle cleanup), or in the params file. Changeable now: {RUNTIME_LIST}",
+                )
+            try:
+                check_value(parameter.name, parameter.value)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        changes = {p.name: p.value for p in parameters}
+        self.settings = dataclasses.replace(self.settings, **changes)
+        if configured and self.pipeline is not None:
+            describer = self.pipeline.describer
+            describer.prompt_mode, describer.max_new_tokens = self.settings.prompt_mode, self.settings.max_new_tokens
+            self.pipeline.sync.slop_ns = int(self.settings.slop * 1e9)
+            self.get_logger().info(f"parameters changed: {changes}")
+        return SetParametersResult(successful=True)
 
     # ---- executor thread: never blocks on the model ----------------------------------------------------
     def _on_image(self, msg: CameraImage) -> None:
-        self.stats.images_received += 1
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        pipeline.stats.images_received += 1
         stamp = stamp_ns(msg.header.stamp)
-        self.frames.add_image(stamp, msg)
-        self._hand_over(self.sync.add_image(stamp, msg))
+        key = pipeline.frames.add_image(stamp, msg)
+        self._hand_over(pipeline, pipeline.sync.add_image(stamp, (key, msg)))
 
     def _on_masks(self, msg: RegionMasks) -> None:
-        self.stats.mask_sets_received += 1
-        self._hand_over(self.sync.add_masks(stamp_ns(msg.header.stamp), msg))
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        pipeline.stats.mask_sets_received += 1
+        self._hand_over(pipeline, pipeline.sync.add_masks(stamp_ns(msg.header.stamp), msg))
 
-    def _hand_over(self, pairs: list[tuple[CameraImage, RegionMasks]]) -> None:
+    def _hand_over(self, pipeline: Pipeline, pairs: list[tuple[Frame, RegionMasks]]) -> None:
         for pair in pairs:
-            self.worker.submit_frame(pair)
-        self._report_unmatched()
+            pipeline.worker.submit_frame(pair)
+        self._report_unmatched(pipeline)
 
     def _expire_orphan_masks(self) -> None:
-        if self.sync.expire():
-            self._report_unmatched()
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline.sync.expire():
+            self._report_unmatched(pipeline)
 
-    def _report_unmatched(self) -> None:
-        unmatched = self.sync.stats.masks_unmatched
+    def _report_unmatched(self, pipeline: Pipeline) -> None:
+        unmatched = pipeline.sync.stats.masks_unmatched
         if unmatched > self._unmatched_logged:
             self.get_logger().warning(
                 f"dropped {unmatched - self._unmatched_logged} mask set(s) with no camera image within "
@@ -153,10 +291,7 @@ class PerceptionNode(Node):
             self._unmatched_logged = unmatched
 
     # ---- model thread ---------------------------------------------------------------------------------
-    def _to_rgb(self, msg: CameraImage) -> np.ndarray:
-        return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-
-    def _read_masks(self, masks: list[Image], ids: list[int], where: str) -> tuple[list[np.ndarray], list[int]]:
+    def read_masks(self, masks: list[Image], ids: list[int], where: str) -> tuple[list[np.ndarray], list[int]]:
         if not masks:
             raise ValueError("no masks: send at least one mono8 mask")
         if ids and len(ids) != len(masks):
@@ -164,44 +299,51 @@ class PerceptionNode(Node):
         ids = list(ids) if ids else list(range(len(masks)))
         limit = self.settings.max_regions
         if len(masks) > limit:
-            self.stats.regions_capped += len(masks) - limit
+            self._configured().stats.regions_capped += len(masks) - limit
             self.get_logger().warning(
                 f"{where}: {len(masks)} masks received, describing the first {limit} (max_regions)"
             )
             masks, ids = masks[:limit], ids[:limit]
         return [mask_to_bool(mask, i) for i, mask in enumerate(masks)], ids
 
-    def _frame_features(self, stamp: int, image: CameraImage | None) -> tuple[EncodedFrame, np.ndarray | None]:
+    def frame_features(self, key: int, image: CameraImage | None) -> tuple[EncodedFrame, np.ndarray | None]:
         """The frame's cached features (encoding it on first use) and its RGB pixels if they were decoded."""
+        pipeline = self._configured()
         rgb = None
 
         def encode(msg: CameraImage) -> EncodedFrame:
             nonlocal rgb
-            rgb = self._to_rgb(msg)
-            return self.describer.encode(rgb)
+            rgb = to_rgb(msg)
+            return pipeline.describer.encode(rgb)
 
-        return self.frames.features_for(stamp, image, encode), rgb
+        try:
+            return pipeline.frames.features_for(key, encode), rgb
+        except KeyError:  # pushed out of the cache while it waited for the model: encode it uncached
+            if image is None:
+                raise
+            return encode(image), rgb
 
-    def _process_frame(self, pair: tuple[CameraImage, RegionMasks]) -> None:
-        image_msg, masks_msg = pair
+    def _process_frame(self, pair: tuple[Frame, RegionMasks]) -> None:
+        (key, image_msg), masks_msg = pair
+        pipeline = self._configured()
         stamp = stamp_ns(image_msg.header.stamp)
         where = f"frame {stamp / 1e9:.3f}"
         start = time.perf_counter()
         try:
-            masks, ids = self._read_masks(list(masks_msg.masks), list(masks_msg.ids), where)
-            frame, rgb = self._frame_features(stamp, image_msg)
-            regions = self.describer.describe(frame, masks, ids)
+            masks, ids = self.read_masks(list(masks_msg.masks), list(masks_msg.ids), where)
+            frame, rgb = self.frame_features(key, image_msg)
+            regions = pipeline.describer.describe(frame, masks, ids)
         except (ImageConversionError, ValueError) as exc:
-            self.stats.frame_errors += 1
+            pipeline.stats.frame_errors += 1
             self.get_logger().error(f"{where}: {exc}")
             return
         elapsed = time.perf_counter() - start
-        self.stats.frames_described += 1
-        self.stats.latency_total_s += elapsed
-        self.stats.latency_last_s = elapsed
+        pipeline.stats.frames_described += 1
+        pipeline.stats.latency_total_s += elapsed
+        pipeline.stats.latency_last_s = elapsed
         self.descriptions_pub.publish(self._descriptions_msg(image_msg, regions, elapsed))
-        if self.overlay_pub is not None:
-            rgb = rgb if rgb is not None else self._to_rgb(image_msg)
+        if self.settings.publish_overlay:
+            rgb = rgb if rgb is not None else to_rgb(image_msg)
             self.overlay_pub.publish(numpy_to_image(draw_overlay(rgb, masks, regions), "rgb8", header=image_msg.header))
 
     def _descriptions_msg(
@@ -221,98 +363,53 @@ class PerceptionNode(Node):
             )
         return out
 
-    def _answer(self, request: DescribeRegions.Request) -> tuple[list[str], int, str]:
-        """Runs on the model thread. Returns answers, the frame's stamp and a note (e.g. about capping)."""
-        if not request.masks:
-            raise ValueError("empty request: send at least one mask, and an image or the stamp of a recent frame")
-        if request.image.width and request.image.height:
-            image: CameraImage | None = request.image
-            stamp = stamp_ns(request.image.header.stamp)
-            if stamp == 0:  # unstamped: answer it, but do not cache it under the stamp of "latest"
-                rgb = image_to_rgb(request.image)
-                frame = self.describer.encode(rgb)
-            else:
-                frame, _ = self._frame_features(stamp, image)
-        else:
-            wanted = stamp_ns(request.stamp)
-            found = self.frames.find(wanted, int(self.settings.slop * 1e9))
-            if found is None:
-                have = self.frames.stamps()
-                span = f"cached: {have[0] / 1e9:.3f}..{have[-1] / 1e9:.3f}" if have else "no frame cached yet"
-                raise ValueError(f"no image in the request and no cached frame near stamp {wanted / 1e9:.3f} ({span})")
-            stamp = found
-            frame, _ = self._frame_features(stamp, None)
-        capped_before = self.stats.regions_capped
-        masks, _ = self._read_masks(list(request.masks), [], f"service request ({len(request.masks)} masks)")
-        note = (
-            f"capped: {len(request.masks)} masks received, answered the first {len(masks)} (max_regions)"
-            if self.stats.regions_capped > capped_before
-            else ""
-        )
-        answers = self.describer.answer(frame, masks, request.question, request.max_new_tokens)
-        return answers, stamp, note
-
-    def _on_describe(
-        self, request: DescribeRegions.Request, response: DescribeRegions.Response
-    ) -> DescribeRegions.Response:
-        self.stats.service_calls += 1
-        try:
-            future = self.worker.submit(lambda: self._answer(request))
-            answers, stamp, note = future.result(timeout=self.settings.service_timeout)
-        except (ImageConversionError, ValueError, KeyError, WorkerBusy, TimeoutError) as exc:
-            self.stats.service_errors += 1
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            if isinstance(exc, TimeoutError):
-                message = f"the model did not answer within service_timeout={self.settings.service_timeout}s"
-            self.get_logger().error(f"~/describe: {message}")
-            response.success, response.message = False, message
-            return response
-        response.success, response.message, response.answers, response.stamp = True, note, answers, to_stamp(stamp)
-        return response
-
     def _on_worker_error(self, exc: BaseException) -> None:
-        self.stats.frame_errors += 1
+        if self.pipeline is not None:
+            self.pipeline.stats.frame_errors += 1
         self.get_logger().error(f"unexpected error while describing a frame: {exc!r}")
 
     # ---- diagnostics ----------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
         now = time.monotonic()
-        stats = self.stats
+        stats, sync, worker = pipeline.stats, pipeline.sync.stats, pipeline.worker
         rate = (stats.frames_described - self._described_at_last_report) / max(now - self._last_report, 1e-6)
         self._described_at_last_report, self._last_report = stats.frames_described, now
         mean_ms = 1000 * stats.latency_total_s / stats.frames_described if stats.frames_described else 0.0
         values = {
+            "state": "active" if self.active else "inactive",
             "images_received": stats.images_received,
             "mask_sets_received": stats.mask_sets_received,
-            "frames_matched": self.sync.stats.pairs,
-            "images_unmatched": self.sync.stats.images_unused,
+            "frames_matched": sync.pairs,
+            "images_unmatched": sync.images_unused,
             "frames_described": stats.frames_described,
-            "frames_dropped": self.worker.frames_dropped,
-            "mask_sets_unmatched": self.sync.stats.masks_unmatched,
+            "frames_dropped": worker.frames_dropped,
+            "mask_sets_unmatched": sync.masks_unmatched,
             "frame_errors": stats.frame_errors,
             "regions_capped": stats.regions_capped,
             "service_calls": stats.service_calls,
             "service_errors": stats.service_errors,
+            "service_requests_waiting": worker.pending_requests,
+            "service_requests_expired": worker.requests_expired,
             "rate_hz": f"{rate:.2f}",
             "latency_ms_last": f"{1000 * stats.latency_last_s:.1f}",
             "latency_ms_mean": f"{mean_ms:.1f}",
-            "frames_cached": len(self.frames.stamps()),
-            "frames_encoded_for_service": self.frames.encoded,
+            "frames_cached": len(pipeline.frames.stamps()),
+            "frames_encoded": pipeline.frames.encoded,
+            "frames_encoded_for_service": self.describe_service.frames_encoded,
         }
-        level = DiagnosticStatus.WARN if stats.frame_errors or self.sync.stats.masks_unmatched else DiagnosticStatus.OK
+        level = DiagnosticStatus.WARN if stats.frame_errors or sync.masks_unmatched else DiagnosticStatus.OK
         status = DiagnosticStatus(
             level=level,
             name=f"{self.get_fully_qualified_name()}: pipeline",
-            message=f"{rate:.2f} frames/s, {mean_ms:.0f} ms mean latency, {self.worker.frames_dropped} dropped",
+            message=f"{rate:.2f} frames/s, {mean_ms:.0f} ms mean latency, {worker.frames_dropped} dropped",
             hardware_id=self.model_name,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
         header = Header(stamp=self.get_clock().now().to_msg())
         self.diagnostics_pub.publish(DiagnosticArray(header=header, status=[status]))
-
-    def destroy_node(self) -> None:
-        self.worker.stop()
-        super().destroy_node()
 
 
 def spin_nodes(nodes: list[Node]) -> None:
@@ -325,19 +422,43 @@ def spin_nodes(nodes: list[Node]) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        shutdown_quietly(executor, nodes)
+
+
+def shutdown_quietly(executor: Any, nodes: list[Node]) -> None:
+    """Ctrl-C may already have shut the context down: then destroying things raises; nothing is left to do."""
+    for node in nodes:
+        if isinstance(node, PerceptionNode):
+            node._release()
+    try:
         executor.shutdown()
         for node in nodes:
             node.destroy_node()
+    except Exception:  # RCLError / InvalidHandle after an external shutdown: the process is ending anyway
+        pass
+
+
+def fatal(message: str) -> SystemExit:
+    """One FATAL line and exit code 1 (no traceback) for a node that cannot start."""
+    rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {message}")
+    rclpy.try_shutdown()
+    return SystemExit(1)
 
 
 def create_node_or_exit(**kwargs) -> PerceptionNode:
-    """The node, or a one-line fatal error (missing weights, bad parameter) and exit code 1."""
+    """The node, brought to active when ``autostart`` is set; or one fatal line and exit code 1."""
     try:
-        return PerceptionNode(**kwargs)
-    except (FileNotFoundError, ValueError, CheckpointError) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        raise SystemExit(1) from exc
+        node = PerceptionNode(**kwargs)
+    except (ValueError, InvalidParameterValueException, InvalidParameterTypeException) as exc:  # bad parameter
+        raise fatal(str(exc)) from None
+    if node.settings.autostart:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.destroy_node()
+            raise fatal(node.last_error or "configure failed")
+        if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            node.destroy_node()
+            raise fatal("activate failed")
+    return node
 
 
 def main(args: list[str] | None = None) -> None:
@@ -345,8 +466,11 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     try:
         spin_nodes([create_node_or_exit()])
+    except KeyboardInterrupt:  # Ctrl-C while the weights were loading
+        pass
     finally:
         rclpy.try_shutdown()
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import rclpy
 from osprey_interfaces.msg import RegionMasks
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -70,14 +71,14 @@ class SyntheticCamera(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    """Ctrl-C ends it with exit code 0 and no traceback (the signal may shut the context down first)."""
     rclpy.init(args=args)
-    node = SyntheticCamera()
     try:
+        node = SyntheticCamera()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
         rclpy.try_shutdown()
 
 

@@ -80,14 +80,21 @@ class NodeProcess:
         return self.process.poll() is None
 
     def stop(self) -> None:
+        """Ctrl-C, as a user stops it. The node must exit 0 without a traceback, or the test fails."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(10)
+                self.process.wait(20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
         self._log.close()
+        assert_clean_exit(self.process.returncode, self.log(), "the node")
+
+
+def assert_clean_exit(returncode: int, output: str, what: str) -> None:
+    assert "Traceback (most recent call last)" not in output, f"{what} printed a traceback:\n{output[-4000:]}"
+    assert returncode == 0, f"{what} exited with {returncode}:\n{output[-4000:]}"
 
 
 class RosTester:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from osprey_ros.frame_store import FrameStore
-from osprey_ros.model_worker import ModelWorker
+from osprey_ros.model_worker import ModelWorker, RequestExpired, WorkerBusy
 from osprey_ros.sync import ApproximateTimeSync
 
 MS = 1_000_000
@@ -86,14 +86,14 @@ def test_worker_keeps_newest_frame_and_counts_drops() -> None:
     worker.stop()
 
 
-def test_worker_requests_go_first_and_errors_reach_the_caller() -> None:
+def test_worker_errors_reach_the_caller() -> None:
     errors: list[BaseException] = []
     worker: ModelWorker[int] = ModelWorker(lambda frame: 1 / frame, on_error=errors.append, max_pending_requests=2)
-    assert worker.submit(lambda: 6 * 7).result(timeout=5) == 42
+    assert worker.submit(lambda: 6 * 7, timeout=5).result(timeout=5) == 42
     with pytest.raises(ValueError, match="bad question"):
-        worker.submit(lambda: (_ for _ in ()).throw(ValueError("bad question"))).result(timeout=5)
+        worker.submit(lambda: (_ for _ in ()).throw(ValueError("bad question")), timeout=5).result(timeout=5)
     worker.submit_frame(0)  # ZeroDivisionError inside the model thread: reported, thread survives
-    assert worker.submit(lambda: "alive").result(timeout=5) == "alive"
+    assert worker.submit(lambda: "alive", timeout=5).result(timeout=5) == "alive"
     deadline = time.monotonic() + 5
     while not errors and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -101,13 +101,47 @@ def test_worker_requests_go_first_and_errors_reach_the_caller() -> None:
     worker.stop()
 
 
+def test_worker_takes_turns_between_requests_and_frames_and_expires_late_requests() -> None:
+    order: list[str] = []
+    gate = threading.Event()
+    now = [0.0]
+
+    def process(frame: int) -> None:
+        order.append(f"frame{frame}")
+        gate.wait(5)
+
+    worker: ModelWorker[int] = ModelWorker(
+        process, on_error=lambda exc: None, max_pending_requests=3, clock=lambda: now[0]
+    )
+    worker.submit_frame(0)  # taken at once; the model is then busy until the gate opens
+    deadline = time.monotonic() + 5
+    while worker.pending_frame and time.monotonic() < deadline:
+        time.sleep(0.001)
+    futures = [worker.submit(lambda i=i: order.append(f"request{i}"), timeout=10) for i in range(2)]
+    late = worker.submit(lambda: order.append("late"), timeout=1)
+    with pytest.raises(WorkerBusy, match="busy: 3 requests are already waiting"):
+        worker.submit(lambda: None, timeout=10)
+    worker.submit_frame(1)
+    now[0] = 5.0  # the model was busy for 5 s: "late" is past its deadline, the others are not
+    gate.set()
+    for future in futures:
+        future.result(timeout=5)
+    with pytest.raises(RequestExpired, match=r"timed out: waited 5.0 s for the model"):
+        late.result(timeout=5)
+    while worker.frames_done < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    # Requests and frames alternate: the camera frame is not held back behind the whole burst.
+    assert order == ["frame0", "request0", "frame1", "request1"]
+    assert worker.requests_expired == 1
+    worker.stop()
+
+
 def test_frame_store_is_bounded_and_encodes_once() -> None:
     store: FrameStore[str, str] = FrameStore(size=3)
-    for i in range(5):
-        store.add_image(i * 100 * MS, f"img{i}")
-    assert list(store.images) == [200 * MS, 300 * MS, 400 * MS]
-    assert store.find(0, 0) == 400 * MS
-    assert store.find(310 * MS, 20 * MS) == 300 * MS
+    keys = [store.add_image(i * 100 * MS, f"img{i}") for i in range(5)]
+    assert store.stamps() == [200 * MS, 300 * MS, 400 * MS]
+    assert store.find(0, 0) == keys[4]
+    assert store.find(310 * MS, 20 * MS) == keys[3]
     assert store.find(350 * MS, 20 * MS) is None
     calls: list[str] = []
 
@@ -115,8 +149,19 @@ def test_frame_store_is_bounded_and_encodes_once() -> None:
         calls.append(image)
         return image.upper()
 
-    assert store.features_for(300 * MS, None, encode) == "IMG3"
-    assert store.features_for(300 * MS, None, encode) == "IMG3"
+    assert store.features_for(keys[3], encode) == "IMG3"
+    assert store.features_for(keys[3], encode) == "IMG3"
     assert calls == ["img3"] and store.encoded == 1
-    with pytest.raises(KeyError):
-        store.features_for(0, None, encode)
+    with pytest.raises(KeyError, match="no longer cached"):
+        store.features_for(keys[0], encode)
+
+
+def test_frames_sharing_a_stamp_never_share_features() -> None:
+    """An unstamped camera sends every image with stamp 0: each image is still its own frame."""
+    store: FrameStore[str, str] = FrameStore(size=8)
+    keys = [store.add_image(0, name) for name in ("a", "b", "c")]
+    assert [store.features_for(key, str.upper) for key in keys] == ["A", "B", "C"]
+    assert store.encoded == 3
+    assert store.find(0, 0) == keys[2] and store.find(5, 10) == keys[2]  # the newest of equal stamps
+    assert store.find_same(0, "b", str.__eq__) == keys[1]
+    assert store.find_same(0, "d", str.__eq__) is None and store.find_same(7, "b", str.__eq__) is None
