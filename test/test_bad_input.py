@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from osprey_model import OspreyPredictor
 from osprey_model.image_processing import ImageLimits
