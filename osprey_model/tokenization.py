@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from tokenizers import decoders, normalizers
+from transformers import AutoTokenizer, LlamaTokenizerFast, PreTrainedTokenizerBase
 
 from .conversation import IMAGE_TOKEN, MASK_TOKEN, POS_TOKEN
 from .modeling_osprey import IMAGE_TOKEN_INDEX
@@ -35,9 +36,30 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
         raise FileNotFoundError(
             f"no tokenizer in {model_dir}: expected tokenizer.json or tokenizer.model (they ship with the checkpoint)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, local_files_only=True, legacy=True)
+    use_legacy_llama_pretokenization(tokenizer)
     add_region_tokens(tokenizer)
     return tokenizer
+
+
+def use_legacy_llama_pretokenization(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Tokenise as the released (slow, legacy) LLaMA tokenizer does, whatever the folder's files say.
+
+    Every text piece gets sentencepiece's dummy-prefix ``▁``, also the one right after ``<pos>``. A
+    ``tokenizer_config.json`` with ``"legacy": false``, a ``tokenizer.json`` converted that way, or the
+    ``"add_prefix_space": null`` that ``save_pretrained`` writes each drop a ``▁`` somewhere, and the ids
+    then differ from those the released model was trained on. This is the legacy conversion's own
+    normalizer and decoder, so legacy folders are unchanged.
+    """
+    if not isinstance(tokenizer, LlamaTokenizerFast):
+        return
+    backend = tokenizer.backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.pre_tokenizer = None
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer.legacy = True
 
 
 def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:

@@ -12,7 +12,14 @@ import yaml
 from ros_harness import domain_id
 
 from osprey_ros.launcher import parse_launch_arguments, ros_arguments
-from osprey_ros.parameters import LAUNCH_ARGUMENTS, NODE_NAME, NODE_PARAMETERS, NodeSettings, declare_parameters
+from osprey_ros.parameters import (
+    LAUNCH_ARGUMENTS,
+    NODE_NAME,
+    NODE_PARAMETERS,
+    RUNTIME_PARAMETERS,
+    NodeSettings,
+    declare_parameters,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "perception.launch.py"
@@ -89,7 +96,9 @@ def test_node_declares_every_parameter_with_a_descriptor() -> None:
         assert settings == NodeSettings(**{spec.name: spec.default for spec in NODE_PARAMETERS})
         for spec in NODE_PARAMETERS:
             descriptor = node.describe_parameter(spec.name)
-            assert descriptor.description and descriptor.read_only
+            # Not read-only: the node's own callback refuses configure-time parameters with a reason.
+            assert descriptor.description and not descriptor.read_only
+            assert ("Read on configure." in descriptor.description) == (spec.name not in RUNTIME_PARAMETERS)
         assert node.describe_parameter("max_regions").integer_range[0].from_value == 1
         node.destroy_node()
 
