@@ -18,13 +18,13 @@ from transformers import AutoTokenizer, LlamaTokenizer
 from osprey_model.conversation import PROMPTS, multi_region_prompt, single_region_prompt
 from osprey_model.tokenization import add_region_tokens, load_tokenizer, tokenize_prompt
 
-WORDS = (
+CORPUS = (
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the human's questions. USER: ASSISTANT: This provides an overview of the "
     "picture. Please give me a short description of Using a short phrase. Can you give me a detailed "
     "description of? What is the category of Using only one word or phrase. Ther are part region regions in "
     "the picture: region1 region2 Answer the question using a single word or phrase. red disk blue square 0 1 2"
-).split()
+)
 
 PROMPT_TEXTS = [single_region_prompt(name) for name in PROMPTS] + [
     single_region_prompt("What colour is <region>?"),
@@ -35,8 +35,8 @@ PROMPT_TEXTS = [single_region_prompt(name) for name in PROMPTS] + [
 
 def write_sentencepiece_model(path: Path) -> None:
     """A LLaMA-like BPE (byte fallback, dummy prefix, ids 0/1/2 = unk/bos/eos), trained in ~0.2 s."""
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))) for _ in range(2000)]
+    rng, words = random.Random(0), CORPUS.split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) for _ in range(2000)]
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
