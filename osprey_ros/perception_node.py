@@ -447,6 +447,11 @@ def fatal(message: str) -> SystemExit:
 
 def create_node_or_exit(**kwargs) -> PerceptionNode:
     """The node, brought to active when ``autostart`` is set; or one fatal line and exit code 1."""
+    # The model thread is mostly Python between small kernels and holds the GIL; the executor needs it in
+    # many short turns per wake-up. A shorter switch interval than the 5 ms default keeps timers (and
+    # /diagnostics) on time while the model runs: measured, the largest diagnostics gap in a 24-request
+    # burst fell from 0.83 s to 0.20 s (period 0.2 s).
+    sys.setswitchinterval(0.0005)
     try:
         node = PerceptionNode(**kwargs)
     except (ValueError, InvalidParameterValueException, InvalidParameterTypeException) as exc:  # bad parameter
