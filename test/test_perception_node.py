@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from rclpy.time import Time as RosTime
 from osprey_interfaces.msg import RegionMasks
 from osprey_interfaces.srv import DescribeRegions
+from rclpy.time import Time as RosTime
 from ros_harness import NodeProcess, RosTester, domain_id
 from std_msgs.msg import Header
 
