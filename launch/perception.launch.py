@@ -4,49 +4,49 @@
         masks_topic:=/segmentation/region_masks params_file:=/path/to/perception.yaml namespace:=robot1
 
 Pip-only installs run the same thing with ``osprey-perception`` and the same ``name:=value`` arguments.
+The node is a lifecycle node; its ``autostart`` parameter (default true) brings it to active by itself,
+so a lifecycle manager is optional. Fast DDS gets the package's large-data profile unless
+FASTDDS_DEFAULT_PROFILES_FILE is already set.
 """
 
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
-from launch_ros.substitutions import FindPackageShare
+import os
 
-from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode
+
+from launch import LaunchContext, LaunchDescription
+from osprey_ros.launcher import DDS_PROFILE_VARIABLE, resolve_params_file, use_large_data_profile
 from osprey_ros.parameters import LAUNCH_ARGUMENTS, NODE_NAME
 
-ARGS = {arg.name: arg for arg in LAUNCH_ARGUMENTS}
+
+def _node(context: LaunchContext) -> list[LifecycleNode]:
+    # Empty means the package's defaults, as the argument's description says (and as osprey-perception does).
+    params_file = resolve_params_file(LaunchConfiguration("params_file").perform(context))
+    image_topic = LaunchConfiguration("image_topic").perform(context)
+    profile = use_large_data_profile(dict(os.environ))  # the user's profile if set, else the shipped one
+    return [
+        LifecycleNode(
+            package="osprey_ros",
+            executable="osprey_perception_node",
+            name=NODE_NAME,
+            namespace=LaunchConfiguration("namespace").perform(context),
+            parameters=[params_file],
+            remappings=[
+                ("image", image_topic),
+                ("image/compressed", image_topic + "/compressed"),
+                ("region_masks", LaunchConfiguration("masks_topic").perform(context)),
+            ],
+            additional_env={DDS_PROFILE_VARIABLE: profile},
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
-    image_topic = LaunchConfiguration("image_topic")
-    default_params = PathJoinSubstitution([FindPackageShare("osprey_ros"), "config", "perception.yaml"])
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(
-                "image_topic", default_value=ARGS["image_topic"].default, description=ARGS["image_topic"].description
-            ),
-            DeclareLaunchArgument(
-                "masks_topic", default_value=ARGS["masks_topic"].default, description=ARGS["masks_topic"].description
-            ),
-            DeclareLaunchArgument(
-                "params_file", default_value=default_params, description=ARGS["params_file"].description
-            ),
-            DeclareLaunchArgument(
-                "namespace", default_value=ARGS["namespace"].default, description=ARGS["namespace"].description
-            ),
-            Node(
-                package="osprey_ros",
-                executable="osprey_perception_node",
-                name=NODE_NAME,
-                namespace=LaunchConfiguration("namespace"),
-                parameters=[LaunchConfiguration("params_file")],
-                remappings=[
-                    ("image", image_topic),
-                    ("image/compressed", [image_topic, "/compressed"]),
-                    ("region_masks", LaunchConfiguration("masks_topic")),
-                ],
-                output="screen",
-                emulate_tty=True,
-            ),
-        ]
-    )
+    arguments = [
+        DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description)
+        for arg in LAUNCH_ARGUMENTS
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node)])

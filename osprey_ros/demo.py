@@ -39,9 +39,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from .launcher import use_large_data_profile
     from .perception_node import create_node_or_exit, shutdown_quietly
     from .synthetic_camera import SyntheticCamera
 
+    use_large_data_profile()
     rclpy.init(
         args=["osprey-demo", "--ros-args", "-r", "image:=/camera/image_raw", "-r", "region_masks:=/camera/region_masks"]
     )

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from .parameters import LAUNCH_ARGUMENTS, LAUNCH_DEFAULTS
 
 
-def default_params_file() -> Path:
-    """config/perception.yaml: from the ament index, pip's data files under sys.prefix, or the sources."""
+def share_file(relative: str) -> Path:
+    """A file of the package's share folder: from the ament index, pip's data files under sys.prefix, or the
+    sources."""
     candidates = []
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -25,9 +27,37 @@ def default_params_file() -> Path:
         pass
     candidates += [Path(sys.prefix) / "share" / "osprey_ros", Path(__file__).resolve().parents[1]]
     for share in candidates:
-        if (share / "config" / "perception.yaml").is_file():
-            return share / "config" / "perception.yaml"
-    raise FileNotFoundError("config/perception.yaml not found: pass params_file:=/path/to/perception.yaml")
+        if (share / relative).is_file():
+            return share / relative
+    raise FileNotFoundError(f"{relative} not found in the osprey_ros share folder ({', '.join(map(str, candidates))})")
+
+
+def default_params_file() -> Path:
+    try:
+        return share_file("config/perception.yaml")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            "config/perception.yaml not found: pass params_file:=/path/to/perception.yaml"
+        ) from None
+
+
+def resolve_params_file(value: str) -> str:
+    """``params_file``: empty means the package's config/perception.yaml (the launch file says the same)."""
+    return value or str(default_params_file())
+
+
+DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def use_large_data_profile(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Point Fast DDS at the shipped large-data profile unless the user chose a profile; returns the one in use.
+
+    Must run before the process's first DDS participant exists (rclpy.init does not create it; the first
+    node does).
+    """
+    if not environ.get(DDS_PROFILE_VARIABLE) and not environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        environ[DDS_PROFILE_VARIABLE] = str(share_file("config/fastdds_large_data.xml"))
+    return environ.get(DDS_PROFILE_VARIABLE) or environ["FASTRTPS_DEFAULT_PROFILES_FILE"]
 
 
 def parse_launch_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -50,7 +80,7 @@ def parse_launch_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def ros_arguments(values: dict[str, str], extra: list[str]) -> list[str]:
     """The ``--ros-args`` the launch file's Node action would produce."""
-    params_file = values["params_file"] or str(default_params_file())
+    params_file = resolve_params_file(values["params_file"])
     image = values["image_topic"]
     args = ["--ros-args", "--params-file", params_file]
     args += ["-r", f"image:={image}", "-r", f"image/compressed:={image}/compressed"]
@@ -63,6 +93,7 @@ def ros_arguments(values: dict[str, str], extra: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     values, extra = parse_launch_arguments(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    use_large_data_profile()
     from .perception_node import main as run_node
 
     run_node(["osprey-perception", *ros_arguments(values, extra)])

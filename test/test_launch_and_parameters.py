@@ -11,7 +11,13 @@ import rclpy
 import yaml
 from ros_harness import domain_id
 
-from osprey_ros.launcher import parse_launch_arguments, ros_arguments
+from osprey_ros.launcher import (
+    DDS_PROFILE_VARIABLE,
+    parse_launch_arguments,
+    resolve_params_file,
+    ros_arguments,
+    use_large_data_profile,
+)
 from osprey_ros.parameters import (
     LAUNCH_ARGUMENTS,
     NODE_NAME,
@@ -23,6 +29,7 @@ from osprey_ros.parameters import (
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "perception.launch.py"
+LAUNCH_DEFAULTS_DESCRIPTIONS = {arg.name: arg.description for arg in LAUNCH_ARGUMENTS}
 
 
 def _launch_calls(name: str) -> list[ast.Call]:
@@ -31,9 +38,10 @@ def _launch_calls(name: str) -> list[ast.Call]:
 
 
 def test_launch_file_declares_the_table_arguments() -> None:
-    declared = [call.args[0].value for call in _launch_calls("DeclareLaunchArgument")]
-    assert declared == [arg.name for arg in LAUNCH_ARGUMENTS]
-    (node,) = _launch_calls("Node")
+    (declare,) = _launch_calls("DeclareLaunchArgument")
+    assert [ast.unparse(a) for a in declare.args] == ["arg.name"]  # one per LAUNCH_ARGUMENTS entry
+    assert "for arg in LAUNCH_ARGUMENTS" in LAUNCH_FILE.read_text()
+    (node,) = _launch_calls("LifecycleNode")
     keywords = {kw.arg: kw.value for kw in node.keywords}
     assert ast.literal_eval(keywords["package"]) == "osprey_ros"
     assert ast.literal_eval(keywords["executable"]) == "osprey_perception_node"
@@ -44,12 +52,35 @@ def test_launch_file_declares_the_table_arguments() -> None:
     assert "osprey_perception_node = osprey_ros.perception_node:main" in setup
 
 
+def test_an_empty_params_file_means_the_default_in_both_launchers() -> None:
+    """`params_file:=` (empty) was refused by ros2 launch although its description says empty = default."""
+    assert "empty = the package's config/perception.yaml" in LAUNCH_DEFAULTS_DESCRIPTIONS["params_file"]
+    assert resolve_params_file("").endswith("config/perception.yaml")
+    assert resolve_params_file("mine.yaml") == "mine.yaml"
+    assert len(_launch_calls("resolve_params_file")) == 1  # the launch file resolves it the same way
+    values, _ = parse_launch_arguments(["params_file:="])
+    assert ros_arguments(values, [])[2] == resolve_params_file("")
+
+
+def test_the_large_data_dds_profile_is_used_unless_the_user_has_one() -> None:
+    environ: dict[str, str] = {}
+    shipped = use_large_data_profile(environ)
+    assert shipped.endswith("config/fastdds_large_data.xml") and environ[DDS_PROFILE_VARIABLE] == shipped
+    assert "<segment_size>33554432</segment_size>" in Path(shipped).read_text()
+    mine = {DDS_PROFILE_VARIABLE: "/etc/robot/dds.xml"}
+    assert use_large_data_profile(mine) == "/etc/robot/dds.xml" and mine == {DDS_PROFILE_VARIABLE: "/etc/robot/dds.xml"}
+    legacy = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/robot/old.xml"}
+    assert use_large_data_profile(legacy) == "/etc/robot/old.xml" and DDS_PROFILE_VARIABLE not in legacy
+    assert _launch_calls("use_large_data_profile")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not on PyPI")
 def test_launch_file_imports_where_launch_is_installed() -> None:
     spec = importlib.util.spec_from_file_location("perception_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     names = [entity.name for entity in module.generate_launch_description().entities if hasattr(entity, "name")]
+    # The node itself comes from an OpaqueFunction (it resolves an empty params_file), so only arguments here.
     assert names[: len(LAUNCH_ARGUMENTS)] == [arg.name for arg in LAUNCH_ARGUMENTS]
 
 
