@@ -90,8 +90,9 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "sync_timeout",
         1.0,
-        "Seconds a mask set waits for its camera image before it is dropped and counted (a dead camera or a "
-        "wrong image topic then shows in the log).",
+        "Seconds without any camera image after which waiting mask sets are dropped and counted (a dead camera "
+        "or a wrong image topic then shows in the log). While images keep coming, a mask set waits for a late "
+        "image.",
         min_value=0.01,
         max_value=60.0,
     ),

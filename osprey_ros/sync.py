@@ -1,9 +1,10 @@
 """Approximate-time pairing of camera images with region masks (message_filters is not on PyPI).
 
 Images and mask sets are matched by header stamp within ``slop``. Both queues are bounded. A mask set
-waits for its image until a newer image shows that none within ``slop`` can still arrive, until it has
-waited ``wait_s`` of wall time (no image stream at all: a dead camera or a wrong topic), or until it is
-pushed out of its queue; then it is dropped and counted.
+waits for its image as long as that image can still arrive: until a newer image shows that none within
+``slop`` will (a DDS writer delivers in order), until the image stream has been silent for ``wait_s`` and
+the mask set has waited that long (a dead camera or a wrong topic), or until it is pushed out of its
+queue; then it is dropped and counted. A late image (a reliable repair, a slow link) is still paired.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ class ApproximateTimeSync(Generic[ImageT, MasksT]):
         self.masks: deque[tuple[int, MasksT, float]] = deque()  # stamp, masks, arrival (clock seconds)
         self.queue_size = queue_size
         self.stats = SyncStats()
+        self.last_image_at: float | None = None  # clock seconds
 
     def add_image(self, stamp_ns: int, image: ImageT) -> list[tuple[ImageT, MasksT]]:
+        self.last_image_at = self.clock()
         self.images.append((stamp_ns, image))
         if len(self.images) > self.queue_size:
             self.images.popleft()
@@ -81,8 +84,15 @@ class ApproximateTimeSync(Generic[ImageT, MasksT]):
         return best
 
     def expire(self) -> int:
-        """Drop mask sets that have waited longer than ``wait_s`` for their image. Returns how many."""
-        deadline = self.clock() - self.wait_s
+        """Drop mask sets that waited over ``wait_s`` while no image at all arrived for ``wait_s``.
+
+        While images keep coming, a waiting mask set's image may still be on its way (every image newer
+        than it would already have dropped it in ``_match``). Returns how many were dropped.
+        """
+        now = self.clock()
+        if self.last_image_at is not None and now - self.last_image_at <= self.wait_s:
+            return 0
+        deadline = now - self.wait_s
         before = len(self.masks)
         self.masks = deque(entry for entry in self.masks if entry[2] >= deadline)
         dropped = before - len(self.masks)

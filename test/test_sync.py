@@ -38,6 +38,20 @@ def test_unmatched_masks_are_dropped_after_the_slop_window() -> None:
     assert sync.stats.masks_unmatched == 1 and not sync.masks
 
 
+def test_a_late_image_is_still_paired_while_the_stream_is_alive() -> None:
+    """Reliable repairs delivered images 0.8-2.9 s late; a 1 s wall-clock timeout threw their masks away."""
+    now = [0.0]
+    sync: ApproximateTimeSync[str, str] = ApproximateTimeSync(0.01, 50, wait_s=1.0, clock=lambda: now[0])
+    assert sync.add_image(0, "img0") == []
+    assert sync.add_masks(100 * MS, "m100") == []  # its image is delayed in transport
+    for step in range(1, 6):  # the camera stream is alive: older images keep arriving, none newer than 100 ms
+        now[0] = 0.5 * step
+        sync.add_image(step * MS, f"old{step}")
+        assert sync.expire() == 0
+    assert sync.add_image(100 * MS, "img100") == [("img100", "m100")]  # 2.5 s late, still described
+    assert sync.stats.masks_unmatched == 0
+
+
 def test_masks_without_any_image_stream_expire_after_the_wait() -> None:
     now = [10.0]
     sync: ApproximateTimeSync[str, str] = ApproximateTimeSync(0.01, 5, wait_s=1.0, clock=lambda: now[0])
