@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
             Parameter("model_dir", value=args.model),
             Parameter("prompt_mode", value=args.prompt_mode),
             Parameter("max_new_tokens", value=args.max_new_tokens),
-            Parameter("qos_reliability", value="reliable"),
         ]
     )
     camera = SyntheticCamera(parameter_overrides=[Parameter("rate", value=args.rate)])
