@@ -53,6 +53,8 @@ class DescribeService:
             future = pipeline.worker.submit(lambda: self._answer(request), timeout=node.settings.service_timeout)
         except WorkerBusy as exc:
             return self._error(response, str(exc))
+        except Exception as exc:  # never let a request end the executor's spin
+            return self._error(response, f"internal error: {exc!r}")
         reply = DeferredReply()
         reply.complete_from(future, lambda done: self._response(done, response))
         return reply

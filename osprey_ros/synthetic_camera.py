@@ -71,14 +71,14 @@ class SyntheticCamera(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Ctrl-C ends it with exit code 0 and no traceback (the signal may shut the context down first)."""
-    from .launcher import use_large_data_profile
-
-    use_large_data_profile()  # camera-size images need the large shared-memory segment on the sending side
-    rclpy.init(args=args)
+    """Ctrl-C ends it with exit code 0 and no traceback, whenever it comes (the signal may shut the context
+    down first)."""
     try:
-        node = SyntheticCamera()
-        rclpy.spin(node)
+        from .launcher import use_large_data_profile
+
+        use_large_data_profile()  # camera-size images need the large shared-memory segment on the sending side
+        rclpy.init(args=args)
+        rclpy.spin(SyntheticCamera())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -8,6 +8,10 @@ from pathlib import Path
 # Every ROS participant a test creates, in this process or a child, stays on this machine.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
+# The test's publishers stand in for camera drivers, which the README asks to use the shipped DDS profile.
+os.environ.setdefault(
+    "FASTDDS_DEFAULT_PROFILES_FILE", str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_data.xml")
+)
 
 import numpy as np
 import pytest

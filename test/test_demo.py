@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ros_harness import domain_id, ros_env
@@ -25,3 +27,40 @@ def test_demo_prints_descriptions(tiny_dir: Path) -> None:
     )
     assert len(frames) == 2 and len(regions) >= 2, result.stdout
     assert "described 2 frames" in result.stdout
+
+
+def interrupt_after(command: list[str], ready: str, domain: int, settle: float = 0.0) -> tuple[int, str, str]:
+    """Start ``command``, wait for ``ready`` on its stdout, send Ctrl-C (SIGINT) and collect what it printed."""
+    process = subprocess.Popen(command, env=ros_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 120
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if ready in line:
+            break
+    time.sleep(settle)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    return process.returncode, "".join(seen) + out, err
+
+
+def test_ctrl_c_ends_the_demo_with_exit_code_0_and_no_traceback(tiny_dir: Path) -> None:
+    command = [sys.executable, "-m", "osprey_ros.demo", "--model", str(tiny_dir), "--frames", "1000"]
+    returncode, out, err = interrupt_after(command, "region 0", domain_id(25))
+    assert returncode == 0 and "Traceback" not in err, err
+    assert re.search(r"described \d+ frames", out), out
+
+
+def test_ctrl_c_ends_the_synthetic_camera_with_exit_code_0_and_no_traceback() -> None:
+    command = [
+        sys.executable,
+        "-u",
+        "-c",
+        "import osprey_ros.synthetic_camera as c; print('started', flush=True); c.main()",
+    ]
+    process_code, _, err = interrupt_after(command, "started", domain_id(27))
+    assert process_code == 0 and "Traceback" not in err, err

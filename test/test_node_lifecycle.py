@@ -66,7 +66,6 @@ def managed(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         "model_dir": str(tiny_dir),
         "autostart": False,
         "max_new_tokens": 2,
-        "qos_reliability": "reliable",
         "diagnostics_period": 0.2,
         "cpu_threads": 1,
     }

@@ -54,7 +54,6 @@ def ros(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         "max_new_tokens": 3,
         "max_regions": MAX_REGIONS,
         "slop": 0.05,
-        "qos_reliability": "reliable",
         "diagnostics_period": 0.2,
         "cache_size": 4,
         "cpu_threads": 1,  # leaves a core to the node's executor and DDS threads
