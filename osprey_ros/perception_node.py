@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -81,8 +82,8 @@ class Pipeline:
     sync: ApproximateTimeSync[Frame, RegionMasks]
     worker: ModelWorker[tuple[Frame, RegionMasks]]
     stats: PipelineStats = field(default_factory=PipelineStats)
-    entities: list[Any] = field(default_factory=list)  # publishers, timers, services made on configure
-    inputs: list[Any] = field(default_factory=list)  # subscriptions and timers made on activate
+    teardown: list[Callable[[], object]] = field(default_factory=list)  # undoes what configure made
+    inputs: list[Callable[[], object]] = field(default_factory=list)  # undoes what activate made
 
 
 def load_predictor(settings: NodeSettings) -> OspreyPredictor:
@@ -139,12 +140,13 @@ class PerceptionNode(LifecycleNode):
         self.overlay_pub = self.create_lifecycle_publisher(Image, "~/overlay", output_qos)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.describe_service = DescribeService(self)
-        pipeline.entities += [
-            self.descriptions_pub,
-            self.overlay_pub,
-            self.diagnostics_pub,
-            self.describe_service.service,
-            self.create_timer(settings.diagnostics_period, self._publish_diagnostics, self.inputs_group),
+        diagnostics_timer = self.create_timer(settings.diagnostics_period, self._publish_diagnostics, self.inputs_group)
+        pipeline.teardown += [
+            partial(self.destroy_lifecycle_publisher, self.descriptions_pub),
+            partial(self.destroy_lifecycle_publisher, self.overlay_pub),
+            partial(self.destroy_publisher, self.diagnostics_pub),
+            partial(self.destroy_service, self.describe_service.service),
+            partial(self.destroy_timer, diagnostics_timer),
         ]
         self.get_logger().info(f"configured: model {self.model_name} loaded on {settings.device}/{settings.dtype}")
         return TransitionCallbackReturn.SUCCESS
@@ -163,10 +165,14 @@ class PerceptionNode(LifecycleNode):
             )
         else:
             image_sub = self.create_subscription(Image, "image", self._on_image, input_qos, callback_group=group)
+        masks_sub = self.create_subscription(
+            RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=group
+        )
+        expiry_timer = self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, group)
         pipeline.inputs = [
-            image_sub,
-            self.create_subscription(RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=group),
-            self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, group),
+            partial(self.destroy_subscription, image_sub),
+            partial(self.destroy_subscription, masks_sub),
+            partial(self.destroy_timer, expiry_timer),
         ]
         self.active = True
         self.get_logger().info(
@@ -202,8 +208,8 @@ class PerceptionNode(LifecycleNode):
     def _stop_inputs(self) -> None:
         self.active = False
         if self.pipeline is not None:
-            for entity in self.pipeline.inputs:
-                self._destroy(entity)
+            for undo in self.pipeline.inputs:
+                undo()
             self.pipeline.inputs = []
 
     def _release(self) -> None:
@@ -213,22 +219,12 @@ class PerceptionNode(LifecycleNode):
         if pipeline is None:
             return
         pipeline.worker.stop()
-        for entity in pipeline.entities:
-            self._destroy(entity)
+        for undo in pipeline.teardown:
+            undo()
         del pipeline
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-    def _destroy(self, entity: Any) -> None:
-        destroy: dict[str, Callable[[Any], Any]] = {
-            "Subscription": self.destroy_subscription,
-            "Timer": self.destroy_timer,
-            "Service": self.destroy_service,
-            "LifecyclePublisher": self.destroy_lifecycle_publisher,
-            "Publisher": self.destroy_publisher,
-        }
-        destroy[type(entity).__name__](entity)
 
     # ---- parameters ---------------------------------------------------------------------------------------
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
