@@ -109,6 +109,7 @@ class PerceptionNode(LifecycleNode):
         self.active = False
         self.model_name = ""
         self.last_error = ""
+        self._starting = False  # True while create_node_or_exit brings the node up
         self._unmatched_logged = 0
         self._described_at_last_report = 0
         self._last_report = time.monotonic()
@@ -124,7 +125,8 @@ class PerceptionNode(LifecycleNode):
             describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
         except (OSError, ValueError, CheckpointError, RuntimeError) as exc:  # missing or broken weights, bad values
             self.last_error = str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
+            if not self._starting:  # at start-up the one FATAL line says it
+                self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.model_name = Path(settings.model_dir or default_checkpoint()).name
         sync: ApproximateTimeSync[Frame, RegionMasks] = ApproximateTimeSync(
@@ -453,7 +455,10 @@ def create_node_or_exit(**kwargs) -> PerceptionNode:
     except (ValueError, InvalidParameterValueException, InvalidParameterTypeException) as exc:  # bad parameter
         raise fatal(str(exc)) from None
     if node.settings.autostart:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node._starting = True
+        configured = node.trigger_configure()
+        node._starting = False
+        if configured != TransitionCallbackReturn.SUCCESS:
             node.destroy_node()
             raise fatal(node.last_error or "configure failed")
         if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:

@@ -55,7 +55,7 @@ def test_failed_start_up_is_one_fatal_line_and_exit_code_1(kind: str, expected: 
     assert "Traceback" not in output, output
     fatal = [line for line in output.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and "cannot start" in fatal[0] and expected in fatal[0], output
-    assert len([line for line in output.splitlines() if line.strip()]) <= 2, output  # the error, at most once more
+    assert len([line for line in output.splitlines() if line.strip()]) == 1, output
 
 
 @pytest.fixture(scope="module")
