@@ -35,6 +35,7 @@ setup(
         "timm>=1.0",
         "transformers>=4.45,<5",
         "safetensors>=0.4",
+        "segment-anything>=1.0",
         "numpy>=1.26",
         "pillow>=10",
     ],

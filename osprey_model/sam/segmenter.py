@@ -1,0 +1,192 @@
+"""Clicks, boxes and previous masks → region masks: SAM's image embedding once per frame, prompts after.
+
+The flow of segment-anything's ``SamPredictor``, without its per-instance image state: ``encode`` returns a
+``SamFrame`` that can be kept beside Osprey's features for the same frame, and ``segment`` decodes any
+number of prompts about it in one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from ..image_processing import ImageInput, ImageLimits, to_rgb_array
+from .modeling import load_sam
+
+MULTIMASK_MODES = ("best", "all", "single")
+
+
+@dataclass
+class SamFrame:
+    """One image's SAM embedding and the sizes needed to map prompts in and masks out."""
+
+    embedding: torch.Tensor  # (1, 256, h, w)
+    image_hw: tuple[int, int]
+    input_hw: tuple[int, int]  # the image resized to the longest side, before padding
+
+
+@dataclass
+class SegmentResult:
+    """Per prompt: masks (N, K, H, W) bool at the image size, predicted IoU (N, K), low-res logits
+    (N, K, 256, 256 at 1024 px) to feed back as ``mask_input``, and boxes (N, K, 4) x0, y0, x1, y1."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: torch.Tensor
+    boxes: np.ndarray
+
+
+@dataclass
+class Prompt:
+    """One object to segment: points (x, y in image pixels) with labels (1 = on it, 0 = not on it), and/or a
+    box (x0, y0, x1, y1), and/or the low-res logits of a previous result for this object."""
+
+    points: np.ndarray | None = None  # (P, 2)
+    labels: np.ndarray | None = None  # (P,)
+    box: np.ndarray | None = None  # (4,)
+    mask_input: torch.Tensor | None = None  # (1, 256, 256) at 1024 px: SegmentResult.low_res_logits[i, k:k+1]
+
+
+class SamSegmenter:
+    def __init__(self, sam: Sam, image_limits: ImageLimits | None = None) -> None:
+        self.sam = sam.eval()
+        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+        self.image_limits = image_limits or ImageLimits()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        preset: str,
+        checkpoint: str | Path | None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> SamSegmenter:
+        return cls(load_sam(preset, checkpoint, device=device, dtype=dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.pixel_mean.device
+
+    @torch.inference_mode()
+    def encode(self, image: ImageInput) -> SamFrame:
+        rgb = to_rgb_array(image)
+        self.image_limits.check(*rgb.shape[:2])
+        resized = self.transform.apply_image(rgb)
+        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        dtype = self.sam.image_encoder.patch_embed.proj.weight.dtype
+        embedding = self.sam.image_encoder(self.sam.preprocess(pixels.float()).to(dtype))
+        return SamFrame(embedding=embedding, image_hw=rgb.shape[:2], input_hw=tuple(resized.shape[:2]))
+
+    def segment(self, frame: SamFrame | ImageInput, prompts: list[Prompt], multimask: str = "best") -> SegmentResult:
+        """Masks for each prompt, decoded as one batch. ``multimask``: ``best`` (of SAM's three, the one with
+        the highest predicted IoU), ``all`` (all three), ``single`` (SAM's single-mask output)."""
+        if multimask not in MULTIMASK_MODES:
+            raise ValueError(f"multimask must be one of {', '.join(MULTIMASK_MODES)}, got {multimask!r}")
+        if not prompts:
+            raise ValueError("no prompt: give at least one point, box or previous mask")
+        if not isinstance(frame, SamFrame):
+            frame = self.encode(frame)
+        points, labels, boxes, mask_input = self._prompt_tensors(prompts, frame.image_hw)
+        with torch.inference_mode():
+            sparse, dense = self.sam.prompt_encoder(
+                points=None if points is None else (points, labels), boxes=boxes, masks=mask_input
+            )
+            low_res, iou = self.sam.mask_decoder(
+                image_embeddings=frame.embedding,
+                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask != "single",
+            )
+            if multimask == "best":
+                best = iou.argmax(dim=1)
+                rows = torch.arange(len(iou), device=iou.device)
+                low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
+            logits = self.sam.postprocess_masks(low_res.float(), frame.input_hw, frame.image_hw)
+        masks = (logits > self.sam.mask_threshold).cpu().numpy()
+        return SegmentResult(
+            masks=masks, scores=iou.float().cpu().numpy(), low_res_logits=low_res, boxes=mask_boxes(masks)
+        )
+
+    def _prompt_tensors(
+        self, prompts: list[Prompt], image_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Check every prompt against the image, then map to the encoder's input frame. Prompts with fewer
+        points are padded with label -1 (SAM's "not a point"), so mixed prompts share one batch."""
+        height, width = image_hw
+        for i, prompt in enumerate(prompts):
+            _check_prompt(i, prompt, height, width)
+        kinds = {(p.points is not None, p.box is not None, p.mask_input is not None) for p in prompts}
+        if len({k[1] for k in kinds}) > 1 or len({k[2] for k in kinds}) > 1:
+            raise ValueError("in one batch, either every prompt has a box or none has; the same for mask_input")
+        points = labels = boxes = mask_input = None
+        if any(p.points is not None for p in prompts):
+            most = max(len(p.points) for p in prompts if p.points is not None)
+            coords = np.zeros((len(prompts), most, 2), np.float32)
+            marks = np.full((len(prompts), most), -1, np.int64)
+            for i, p in enumerate(prompts):
+                if p.points is not None:
+                    coords[i, : len(p.points)] = p.points
+                    marks[i, : len(p.points)] = p.labels if p.labels is not None else 1
+            points = torch.as_tensor(self.transform.apply_coords(coords, image_hw), device=self.device)
+            labels = torch.as_tensor(marks, device=self.device)
+        if prompts[0].box is not None:
+            stacked = np.stack([np.asarray(p.box, np.float32) for p in prompts])
+            boxes = torch.as_tensor(self.transform.apply_boxes(stacked, image_hw), device=self.device)
+        if prompts[0].mask_input is not None:
+            expected = tuple(self.sam.prompt_encoder.mask_input_size)
+            shapes = {tuple(torch.as_tensor(p.mask_input).shape) for p in prompts}
+            if shapes != {(1, *expected)}:
+                raise ValueError(
+                    f"mask_input must be a previous result's low-res logits (1, {expected[0]}, {expected[1]})"
+                )
+            mask_input = torch.stack([torch.as_tensor(p.mask_input) for p in prompts]).to(self.device)
+        return points, labels, boxes, mask_input
+
+
+def _check_prompt(index: int, prompt: Prompt, height: int, width: int) -> None:
+    where = f"prompt {index}"
+    if prompt.points is None and prompt.box is None and prompt.mask_input is None:
+        raise ValueError(f"{where} is empty: give points, a box or a previous mask")
+    if prompt.points is not None:
+        points = np.asarray(prompt.points, np.float32)
+        if points.ndim != 2 or points.shape[1] != 2 or not len(points):
+            raise ValueError(f"{where}: points must be (P, 2) x, y pairs, got shape {points.shape}")
+        outside = (points[:, 0] < 0) | (points[:, 0] >= width) | (points[:, 1] < 0) | (points[:, 1] >= height)
+        if outside.any():
+            x, y = points[outside][0]
+            raise ValueError(f"{where}: point ({x:g}, {y:g}) lies outside the {width}x{height} image")
+        if prompt.labels is not None:
+            labels = np.asarray(prompt.labels)
+            if labels.shape != (len(points),) or not np.isin(labels, (0, 1)).all():
+                raise ValueError(f"{where}: labels must be one 0 (background) or 1 (object) per point")
+        prompt.points = points
+    if prompt.box is not None:
+        box = np.asarray(prompt.box, np.float32)
+        if box.shape != (4,):
+            raise ValueError(f"{where}: a box is x0, y0, x1, y1, got shape {box.shape}")
+        x0, y0, x1, y1 = box
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError(
+                f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is empty or inverted (need x1 > x0, y1 > y0)"
+            )
+        if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+            raise ValueError(f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {width}x{height} image")
+        prompt.box = box
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """x0, y0, x1, y1 (inclusive) of each mask in (..., H, W); all -1 for an empty mask."""
+    flat = masks.reshape(-1, *masks.shape[-2:])
+    out = np.full((len(flat), 4), -1, np.int64)
+    for i, mask in enumerate(flat):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows):
+            out[i] = cols[0], rows[0], cols[-1], rows[-1]
+    return out.reshape(*masks.shape[:-2], 4)
