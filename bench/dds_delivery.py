@@ -91,7 +91,7 @@ def camera(args: argparse.Namespace) -> None:
             time.monotonic() < deadline
         ):
             spin(0.05)
-        spin(1.0)
+        spin(2.0)  # the node's side of the match settles too: best-effort samples sent before that are lost
         image = numpy_to_image(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "rgb8")
         masks = RegionMasks()
         for i in range(8):

@@ -14,7 +14,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from ros_harness import NodeProcess, RosTester, assert_clean_exit, domain_id, ros_env
-from test_perception_node import publish_frame, scene, wait_description
+from test_perception_node import first_description, scene
 
 NODE = "/osprey_perception"
 
@@ -123,7 +123,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(managed) -> None:
     tester.spin_until(lambda: tester.image_pub.get_subscription_count() > 0, 30, "the image subscription")
     tester.spin_until(lambda: tester.masks_pub.get_subscription_count() > 0, 30, "the masks subscription")
     image, masks = scene()
-    wait_description(tester, publish_frame(tester, image, masks))
+    first_description(tester, image, masks)
 
     assert transition(tester, Transition.TRANSITION_DEACTIVATE)
     assert state(tester) == "inactive"
@@ -136,7 +136,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(managed) -> None:
     assert transition(tester, Transition.TRANSITION_ACTIVATE)
     tester.spin_until(lambda: tester.masks_pub.get_subscription_count() > 0, 30, "the masks subscription")
     tester.spin_until(lambda: tester.image_pub.get_subscription_count() > 0, 30, "the image subscription")
-    wait_description(tester, publish_frame(tester, image, masks))
+    first_description(tester, image, masks)
 
 
 def test_run_time_parameters_are_validated_and_the_rest_refused(managed) -> None:
