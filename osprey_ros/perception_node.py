@@ -26,6 +26,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
 from rcl_interfaces.msg import SetParametersResult
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -37,7 +38,6 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from osprey_model import EncodedFrame, OspreyPredictor
-from osprey_model.checkpoint_io import CheckpointError
 from osprey_model.embedded import default_checkpoint, parse_dtype
 from osprey_model.image_processing import ImageLimits
 
@@ -123,7 +123,7 @@ class PerceptionNode(LifecycleNode):
                 torch.set_num_threads(settings.cpu_threads)
             predictor = self._given_predictor or load_predictor(settings)
             describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
-        except (OSError, ValueError, CheckpointError, RuntimeError) as exc:  # missing or broken weights, bad values
+        except Exception as exc:  # missing or broken weights, bad values; rclpy would swallow it without a word
             self.last_error = str(exc)
             if not self._starting:  # at start-up the one FATAL line says it
                 self.get_logger().error(f"configure failed: {exc}")
@@ -419,6 +419,9 @@ def spin_nodes(nodes: list[Node]) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:  # Ctrl-C can invalidate the context while the executor builds its wait set
+        if rclpy.ok():
+            raise
     finally:
         shutdown_quietly(executor, nodes)
 
