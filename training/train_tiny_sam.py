@@ -87,7 +87,7 @@ def train_step(segmenter: SamSegmenter, rng: np.random.Generator, batch: int, ki
     for (image, masks), embedding in zip(scenes, embeddings, strict=True):
         mask = masks[int(rng.integers(len(masks)))]
         prompt = random_prompt(rng, mask, kind)
-        points, labels, boxes, _ = segmenter._prompt_tensors([prompt], image.shape[:2])
+        points, labels, boxes, _ = segmenter.prompt_tensors([prompt], image.shape[:2])
         sparse, dense = sam.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes, masks=None)
         low_res, iou = sam.mask_decoder(embedding[None], sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
         target = low_res_target(segmenter, mask)

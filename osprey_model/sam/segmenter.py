@@ -92,7 +92,7 @@ class SamSegmenter:
             raise ValueError("no prompt: give at least one point, box or previous mask")
         if not isinstance(frame, SamFrame):
             frame = self.encode(frame)
-        points, labels, boxes, mask_input = self._prompt_tensors(prompts, frame.image_hw)
+        points, labels, boxes, mask_input = self.prompt_tensors(prompts, frame.image_hw)
         with torch.inference_mode():
             sparse, dense = self.sam.prompt_encoder(
                 points=None if points is None else (points, labels), boxes=boxes, masks=mask_input
@@ -114,11 +114,12 @@ class SamSegmenter:
             masks=masks, scores=iou.float().cpu().numpy(), low_res_logits=low_res, boxes=mask_boxes(masks)
         )
 
-    def _prompt_tensors(
+    def prompt_tensors(
         self, prompts: list[Prompt], image_hw: tuple[int, int]
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Check every prompt against the image, then map to the encoder's input frame. Prompts with fewer
-        points are padded with label -1 (SAM's "not a point"), so mixed prompts share one batch."""
+        """Check every prompt against the image, then map it to the encoder's input frame: the tensors SAM's
+        prompt encoder takes (training uses them too). Prompts with fewer points are padded with label -1
+        (SAM's "not a point"), so mixed prompts share one batch."""
         height, width = image_hw
         for i, prompt in enumerate(prompts):
             _check_prompt(i, prompt, height, width)
