@@ -16,6 +16,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 from .batched_generation import PrefixCache, generate_regions
 from .conversation import multi_region_prompt, single_region_prompt
 from .encoders import EncoderBackend, TorchEncoder, create_encoder
+from .frame_features import FrameFeatures
 from .image_processing import ImageInput, ImageLimits, OspreyImageProcessor, masks_to_tensor, to_rgb_array
 from .modeling_osprey import ImageFeatures, OspreyForCausalLM
 from .tokenization import add_region_tokens, load_tokenizer, tokenize_prompt
@@ -31,9 +32,12 @@ class EncodedFrame:
     image_hw: tuple[int, int]
 
 
-def _image_hw(image: ImageInput | EncodedFrame) -> tuple[int, int]:
+FrameInput = ImageInput | EncodedFrame | FrameFeatures
+
+
+def _image_hw(image: FrameInput) -> tuple[int, int]:
     """The size masks must have; checked before any encoding so that bad masks cost nothing."""
-    if isinstance(image, EncodedFrame):
+    if isinstance(image, EncodedFrame | FrameFeatures):
         return image.image_hw
     height, width = to_rgb_array(image).shape[:2]
     return height, width
@@ -78,9 +82,17 @@ class OspreyPredictor:
         features = self.model.encode_images(None, vision_levels=self.encoder(self.processor(rgb)))
         return EncodedFrame(features=features, image_hw=rgb.shape[:2])
 
+    def frame(self, image: FrameInput) -> EncodedFrame:
+        """The frame's features: given, cached in ``FrameFeatures`` (computed there on first use), or new."""
+        if isinstance(image, EncodedFrame):
+            return image
+        if isinstance(image, FrameFeatures):
+            return image.get("osprey", self.encode)
+        return self.encode(image)
+
     def describe(
         self,
-        image: ImageInput | EncodedFrame,
+        image: FrameInput,
         masks: MaskInput,
         prompt: str = "short",
         max_new_tokens: int = 64,
@@ -96,7 +108,7 @@ class OspreyPredictor:
         """
         mask_tensor = masks_to_tensor(masks, _image_hw(image))
         ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
-        frame = image if isinstance(image, EncodedFrame) else self.encode(image)
+        frame = self.frame(image)
         if not batched:
             return [
                 self._generate(frame, ids, mask_tensor[i : i + 1], max_new_tokens, temperature)
@@ -120,7 +132,7 @@ class OspreyPredictor:
 
     def chat(
         self,
-        image: ImageInput | EncodedFrame,
+        image: FrameInput,
         masks: MaskInput,
         turns: list[tuple[str, str | None]],
         max_new_tokens: int = 256,
@@ -129,7 +141,7 @@ class OspreyPredictor:
         """Answer the last question of a multi-turn chat about all ``masks`` (``<region1>``, ``<region2>``…)."""
         mask_tensor = masks_to_tensor(masks, _image_hw(image))
         ids = self._checked_ids(multi_region_prompt(len(mask_tensor), turns), max_new_tokens)
-        frame = image if isinstance(image, EncodedFrame) else self.encode(image)
+        frame = self.frame(image)
         return self._generate(frame, ids, mask_tensor, max_new_tokens, temperature)
 
     def _checked_ids(self, prompt: str, max_new_tokens: int) -> torch.Tensor:

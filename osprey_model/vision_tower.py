@@ -45,6 +45,13 @@ class ClipConvNeXtVisionTower(nn.Module):
         self.channels = tuple(info["num_chs"] for info in self.visual.trunk.feature_info)
         self.requires_grad_(False)
 
+    graph_name = "convnext"  # what encoder backends name their exports and engines after
+    output_names = FEATURE_LEVELS
+
+    @property
+    def input_size(self) -> int:
+        return self.config.image_size
+
     @property
     def strides(self) -> tuple[int, ...]:
         return tuple(info["reduction"] for info in self.visual.trunk.feature_info)

@@ -30,7 +30,7 @@ def test_onnx_export_has_four_stage_outputs_and_matches_torch(tower, tmp_path: P
     pixels = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         expected = tower(pixels)
-    got = OnnxRuntimeEncoder(path, torch.device("cpu"))(pixels)
+    got = OnnxRuntimeEncoder(path, torch.device("cpu"), FEATURE_LEVELS)(pixels)
     for name in FEATURE_LEVELS:
         assert got[name].shape == expected[name].shape
         assert (got[name] - expected[name]).abs().max().item() <= 1e-4
@@ -45,7 +45,7 @@ def test_tensorrt_falls_back_with_one_log_line(tower, tmp_path: Path, caplog) ->
     assert encoder.name == "onnxruntime"
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        "encoder backend tensorrt unavailable (tensorrt is not importable); falling back to onnxruntime on cpu"
+        "convnext encoder backend tensorrt unavailable (tensorrt is not importable); falling back to onnxruntime on cpu"
     ]
     again = create_encoder("onnxruntime", tower, cache_dir=tmp_path)  # the export is cached by model hash
     assert len(list(tmp_path.glob("convnext-*.onnx"))) == 1 and again.name == "onnxruntime"
@@ -60,7 +60,7 @@ def test_a_gpu_model_falls_back_to_gpu_backends_only(tower, tmp_path: Path, capl
     caplog.set_level(logging.WARNING)
     assert create_encoder("tensorrt", tower, cache_dir=tmp_path).name == "torch"
     assert [r.getMessage() for r in caplog.records] == [
-        "encoder backend tensorrt unavailable (tensorrt is not importable); falling back to torch on cuda"
+        "convnext encoder backend tensorrt unavailable (tensorrt is not importable); falling back to torch on cuda"
     ]
     caplog.clear()
     with pytest.raises(backends.BackendUnavailable, match="no CUDA provider"):
@@ -73,7 +73,7 @@ def test_a_gpu_model_falls_back_to_gpu_backends_only(tower, tmp_path: Path, capl
 def test_compile_on_cpu_falls_back_to_torch(tower, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.WARNING)
     assert create_encoder("compile", tower, cache_dir=tmp_path).name == "torch"
-    assert "encoder backend compile unavailable" in caplog.text
+    assert "convnext encoder backend compile unavailable" in caplog.text
     with pytest.raises(ValueError, match="encoder backend must be one of"):
         create_encoder("tflite", tower, cache_dir=tmp_path)
 

@@ -1,4 +1,5 @@
-"""Vision encoder backends behind one interface: pixels (B, 3, S, S) → {res2..res5}.
+"""Image encoder backends behind one interface: pixels (B, 3, S, S) → named outputs ({res2..res5} for
+Osprey's ConvNeXt, {image_embeddings} for SAM's ViT).
 
 ``create_encoder(name, tower)`` builds the asked backend, or the next one that works here, saying why in
 one log line: tensorrt → onnxruntime → torch; compile → torch; onnxruntime → torch.
@@ -13,15 +14,17 @@ from .backends import (
     TorchEncoder,
     create_encoder,
 )
-from .onnx_export import export_onnx
+from .onnx_export import ImageEncoderModule, encoder_fingerprint, export_onnx
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailable",
     "CompiledEncoder",
     "EncoderBackend",
+    "ImageEncoderModule",
     "OnnxRuntimeEncoder",
     "TorchEncoder",
     "create_encoder",
+    "encoder_fingerprint",
     "export_onnx",
 ]

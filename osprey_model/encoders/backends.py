@@ -1,4 +1,5 @@
-"""The encoder backends. Each turns normalised pixels into the trunk's four stage outputs."""
+"""The encoder backends. Each turns normalised pixels into an image encoder's named outputs (Osprey's
+ConvNeXt stages, SAM's image embedding)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from typing import Protocol
 
 import torch
 
-from ..config import FEATURE_LEVELS
-from ..vision_tower import ClipConvNeXtVisionTower
-from .onnx_export import export_onnx, tower_fingerprint
+from .onnx_export import ImageEncoderModule, encoder_fingerprint, export_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class EncoderBackend(Protocol):
 class TorchEncoder:
     name = "torch"
 
-    def __init__(self, tower: ClipConvNeXtVisionTower) -> None:
+    def __init__(self, tower: ImageEncoderModule) -> None:
         self.tower = tower
 
     @torch.inference_mode()
@@ -41,11 +40,11 @@ class TorchEncoder:
 
 
 class CompiledEncoder(TorchEncoder):
-    """torch.compile of the trunk in channels_last (GPU; compiling on CPU works but takes minutes)."""
+    """torch.compile of the encoder in channels_last (GPU; compiling on CPU works but takes minutes)."""
 
     name = "compile"
 
-    def __init__(self, tower: ClipConvNeXtVisionTower, require_gpu: bool = True) -> None:
+    def __init__(self, tower: ImageEncoderModule, require_gpu: bool = True) -> None:
         if require_gpu and not next(tower.parameters()).is_cuda:
             raise BackendUnavailable("torch.compile backend is for GPUs and the model is on the CPU")
         super().__init__(tower.to(memory_format=torch.channels_last))
@@ -61,18 +60,29 @@ class CompiledEncoder(TorchEncoder):
 class OnnxRuntimeEncoder:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: torch.device, *, allow_cpu_for_gpu_model: bool = False) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        device: torch.device,
+        output_names: tuple[str, ...],
+        *,
+        allow_cpu_for_gpu_model: bool = False,
+    ) -> None:
         """On a GPU model without ONNX Runtime's CUDA provider (the PyPI CPU wheel) this refuses, unless
-        ``allow_cpu_for_gpu_model``: a ConvNeXt-L on the CPU behind a GPU model is seconds per frame."""
+        ``allow_cpu_for_gpu_model``: a ConvNeXt-L or a SAM ViT-H on the CPU behind a GPU model is seconds per
+        frame."""
         providers = onnxruntime_providers(device, allow_cpu_for_gpu_model)
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(str(onnx_path), providers=providers)
         self.device = device
+        self.output_names = output_names
 
     def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.session.run(list(FEATURE_LEVELS), {"pixel_values": pixel_values.float().cpu().numpy()})
-        return {name: torch.from_numpy(out).to(self.device) for name, out in zip(FEATURE_LEVELS, outputs, strict=True)}
+        outputs = self.session.run(list(self.output_names), {"pixel_values": pixel_values.float().cpu().numpy()})
+        return {
+            name: torch.from_numpy(out).to(self.device) for name, out in zip(self.output_names, outputs, strict=True)
+        }
 
 
 def onnx_providers_available() -> list[str]:
@@ -97,9 +107,9 @@ def onnxruntime_providers(device: torch.device, allow_cpu_for_gpu_model: bool) -
     )
 
 
-def onnx_file(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> Path:
-    """The trunk exported once per weights; from an fp32 CPU copy, so the served tower stays where it is."""
-    path = cache_dir / f"convnext-{tower_fingerprint(tower)}.onnx"
+def onnx_file(tower: ImageEncoderModule, cache_dir: Path) -> Path:
+    """The encoder exported once per weights; from an fp32 CPU copy, so the served one stays where it is."""
+    path = cache_dir / f"{tower.graph_name}-{encoder_fingerprint(tower)}.onnx"
     if not path.is_file():
         tmp = path.with_suffix(".tmp.onnx")
         export_onnx(copy.deepcopy(tower).to("cpu", torch.float32), tmp)
@@ -107,16 +117,17 @@ def onnx_file(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> Path:
     return path
 
 
-def create_tensorrt(tower: ClipConvNeXtVisionTower, cache_dir: Path) -> EncoderBackend:
+def create_tensorrt(tower: ImageEncoderModule, cache_dir: Path) -> EncoderBackend:
     from .tensorrt_engine import TensorRTEncoder  # imports tensorrt; BackendUnavailable when it is missing
 
-    return TensorRTEncoder(onnx_file(tower, cache_dir), cache_dir, tower_fingerprint(tower))
+    engine_name = f"{tower.graph_name}-{encoder_fingerprint(tower)}"
+    return TensorRTEncoder(onnx_file(tower, cache_dir), cache_dir, engine_name, tower.output_names)
 
 
 BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
 
 
-def tower_device(tower: ClipConvNeXtVisionTower) -> torch.device:
+def tower_device(tower: ImageEncoderModule) -> torch.device:
     return next(tower.parameters()).device
 
 
@@ -129,7 +140,7 @@ def fallback_for(name: str, device_type: str) -> str:
 
 
 def create_encoder(
-    name: str, tower: ClipConvNeXtVisionTower, cache_dir: Path | None = None, log: logging.Logger | None = None
+    name: str, tower: ImageEncoderModule, cache_dir: Path | None = None, log: logging.Logger | None = None
 ) -> EncoderBackend:
     """The named backend, or the first fallback that works; one log line per backend given up.
 
@@ -150,9 +161,18 @@ def create_encoder(
                 return CompiledEncoder(tower)
             if name == "onnxruntime":
                 # Asked for by name, it may run on the CPU behind a GPU model; reached by fallback, never.
-                return OnnxRuntimeEncoder(onnx_file(tower, cache_dir), device, allow_cpu_for_gpu_model=name == asked)
+                return OnnxRuntimeEncoder(
+                    onnx_file(tower, cache_dir), device, tower.output_names, allow_cpu_for_gpu_model=name == asked
+                )
             return create_tensorrt(tower, cache_dir)
         except BackendUnavailable as exc:
             fallback = fallback_for(name, device.type)
-            log.warning("encoder backend %s unavailable (%s); falling back to %s on %s", name, exc, fallback, device)
+            log.warning(
+                "%s encoder backend %s unavailable (%s); falling back to %s on %s",
+                tower.graph_name,
+                name,
+                exc,
+                fallback,
+                device,
+            )
             name = fallback

@@ -1,52 +1,70 @@
-"""ONNX export of the ConvNeXt trunk with its four stage outputs (kept apart from the modeling code)."""
+"""ONNX export of an image encoder with its named outputs (kept apart from the modeling code)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from ..config import FEATURE_LEVELS
-from ..vision_tower import ClipConvNeXtVisionTower
+
+class ImageEncoderModule(Protocol):
+    """What a backend serves: a module from normalised pixels (B, 3, S, S) to named feature maps.
+
+    Osprey's ConvNeXt tower (``res2``..``res5``) and SAM's ViT (``image_embeddings``) both are one; the
+    backends know nothing else about the model behind it.
+    """
+
+    graph_name: str  # cache files are named after it
+    output_names: tuple[str, ...]
+
+    @property
+    def input_size(self) -> int: ...
+
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def parameters(self, recurse: bool = True): ...
+
+    def state_dict(self, *args, **kwargs): ...
 
 
-class _StageOutputs(nn.Module):
-    """The tower as a module with a tuple output, which exporters need."""
+class _TupleOutputs(nn.Module):
+    """The encoder as a module with a tuple output, which exporters need."""
 
-    def __init__(self, tower: ClipConvNeXtVisionTower) -> None:
+    def __init__(self, encoder: ImageEncoderModule) -> None:
         super().__init__()
-        self.tower = tower
+        self.encoder = encoder
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.tower(pixel_values)
-        return tuple(features[name] for name in FEATURE_LEVELS)
+        features = self.encoder(pixel_values)
+        return tuple(features[name] for name in self.encoder.output_names)
 
 
-def tower_fingerprint(tower: ClipConvNeXtVisionTower) -> str:
-    """A hash of the tower's weights and input size: engines and exports are cached under it."""
-    digest = hashlib.sha256(f"{tower.config.image_size}".encode())
-    for name, tensor in tower.state_dict().items():
+def encoder_fingerprint(encoder: ImageEncoderModule) -> str:
+    """A hash of the encoder's weights and input size: engines and exports are cached under it."""
+    digest = hashlib.sha256(f"{encoder.graph_name}:{encoder.input_size}".encode())
+    for name, tensor in encoder.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def export_onnx(tower: ClipConvNeXtVisionTower, path: str | Path, batch_size: int = 1, opset: int = 18) -> Path:
-    """A static-shape (batch_size, 3, S, S) fp32 graph with outputs named res2..res5."""
+def export_onnx(encoder: ImageEncoderModule, path: str | Path, batch_size: int = 1, opset: int = 18) -> Path:
+    """A static-shape (batch_size, 3, S, S) fp32 graph with the encoder's named outputs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = tower.config.image_size
+    size = encoder.input_size
     dummy = torch.zeros(batch_size, 3, size, size)
-    module = _StageOutputs(tower).eval().float()
+    module = _TupleOutputs(encoder).eval().float()
     with torch.no_grad():
         torch.onnx.export(
             module,
             (dummy,),
             str(path),
             input_names=["pixel_values"],
-            output_names=list(FEATURE_LEVELS),
+            output_names=list(encoder.output_names),
             opset_version=opset,
             dynamo=False,
         )

@@ -1,5 +1,6 @@
-"""TensorRT engine for the ConvNeXt trunk: built from the ONNX export (fp16, static shape), cached on disk
-under a key of model hash, TensorRT version and GPU, and run on its own CUDA stream.
+"""TensorRT engine for an image encoder (Osprey's ConvNeXt trunk, SAM's ViT): built from the ONNX export
+(fp16, static shape), cached on disk under a key of model hash, TensorRT version and GPU, and run on its
+own CUDA stream.
 
 TensorRT cannot be installed on the project's CPU machines, so this stays small and conventional; the
 ONNX graph it is built from is tested against torch with ONNX Runtime.
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from ..config import FEATURE_LEVELS
 from .backends import BackendUnavailable
 
 try:
@@ -23,9 +23,10 @@ except ImportError as exc:  # the caller falls back to the next backend
 logger = logging.getLogger(__name__)
 
 
-def engine_path(cache_dir: Path, model_hash: str) -> Path:
+def engine_path(cache_dir: Path, engine_name: str) -> Path:
+    """``engine_name`` is the encoder's graph name and weights hash, e.g. ``convnext-0123abcd``."""
     gpu = torch.cuda.get_device_name().replace(" ", "_")
-    return cache_dir / f"convnext-{model_hash}-trt{trt.__version__}-{gpu}-fp16.engine"
+    return cache_dir / f"{engine_name}-trt{trt.__version__}-{gpu}-fp16.engine"
 
 
 def build_engine(onnx_path: Path, target: Path) -> bytes:
@@ -50,10 +51,10 @@ def build_engine(onnx_path: Path, target: Path) -> bytes:
 class TensorRTEncoder:
     name = "tensorrt"
 
-    def __init__(self, onnx_path: Path, cache_dir: Path, model_hash: str) -> None:
+    def __init__(self, onnx_path: Path, cache_dir: Path, engine_name: str, output_names: tuple[str, ...]) -> None:
         if not torch.cuda.is_available():
             raise BackendUnavailable("TensorRT needs a CUDA GPU")
-        path = engine_path(cache_dir, model_hash)
+        path = engine_path(cache_dir, engine_name)
         blob = path.read_bytes() if path.is_file() else build_engine(onnx_path, path)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(blob)
@@ -61,7 +62,7 @@ class TensorRTEncoder:
         self.stream = torch.cuda.Stream()
         self.outputs = {
             name: torch.empty(tuple(self.engine.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
-            for name in FEATURE_LEVELS
+            for name in output_names
         }
 
     @torch.inference_mode()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
 
 from ..checkpoint_io import CheckpointError, describe_keys, load_safetensors, load_torch_bin
 
@@ -41,8 +42,9 @@ SAM_PRESETS: dict[str, SamConfig] = {
     "vit_h": SamConfig(1280, 32, 16, (7, 15, 23, 31)),
     "vit_l": SamConfig(1024, 24, 16, (5, 11, 17, 23)),
     "vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11)),
-    # Same code paths at toy size (4.8 M parameters): 256 px input, 16x16 embedding, 64x64 low-res masks.
-    "tiny": SamConfig(64, 2, 2, (1,), image_size=256, window_size=4),
+    # Same code paths at toy size (3.3 M parameters): 256 px input, 16x16 embedding, 64x64 low-res masks; the
+    # decoder's MLP is 512 wide (2048 released) so the shipped checkpoint stays small.
+    "tiny": SamConfig(64, 2, 2, (1,), image_size=256, window_size=4, decoder_mlp_dim=512),
 }
 
 
@@ -95,6 +97,25 @@ def build_sam(config: SamConfig) -> Sam:
     return sam.eval()
 
 
+class SamImageEncoder(nn.Module):
+    """SAM's ViT as an image encoder that the encoder backends serve (ONNX Runtime, TensorRT, compile), as
+    they serve Osprey's ConvNeXt: normalised, padded pixels (B, 3, S, S) → ``image_embeddings``."""
+
+    graph_name = "sam-vit"
+    output_names = ("image_embeddings",)
+
+    def __init__(self, vit: ImageEncoderViT) -> None:
+        super().__init__()
+        self.vit = vit
+
+    @property
+    def input_size(self) -> int:
+        return self.vit.img_size
+
+    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image_embeddings": self.vit(pixel_values)}
+
+
 def load_sam_state_dict(sam: Sam, path: str | Path) -> None:
     """A released-layout SAM file (a plain state dict: ``.pth`` / ``.bin`` pickle loaded with
     ``weights_only=True``, or safetensors); every key must match."""
@@ -123,7 +144,10 @@ def load_sam(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Sam:
-    """The preset's SAM with the file's weights (random weights when ``checkpoint`` is None)."""
+    """The preset's SAM with the file's weights (random weights when ``checkpoint`` is None).
+
+    In bf16 / fp16 the prompt encoder stays fp32: its random Fourier features of point coordinates lose
+    pixels in bf16 (8 bits of mantissa over a 1024-px frame); what it returns is cast for the decoder."""
     with torch.device("meta") if checkpoint is not None else torch.device("cpu"):
         sam = build_sam(get_sam_preset(preset))
     if checkpoint is not None:
@@ -133,4 +157,6 @@ def load_sam(
         sam.pixel_mean = torch.tensor(config.pixel_mean).view(-1, 1, 1)
         sam.pixel_std = torch.tensor(config.pixel_std).view(-1, 1, 1)
         load_sam_state_dict(sam, checkpoint)
-    return sam.to(device=device, dtype=dtype).eval()
+    sam = sam.to(device=device, dtype=dtype)
+    sam.prompt_encoder.float()
+    return sam.eval()

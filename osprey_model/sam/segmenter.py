@@ -15,8 +15,10 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from ..encoders import EncoderBackend, TorchEncoder, create_encoder
+from ..frame_features import FrameFeatures
 from ..image_processing import ImageInput, ImageLimits, to_rgb_array
-from .modeling import load_sam
+from .modeling import SamImageEncoder, load_sam
 
 MULTIMASK_MODES = ("best", "all", "single")
 
@@ -53,10 +55,14 @@ class Prompt:
 
 
 class SamSegmenter:
-    def __init__(self, sam: Sam, image_limits: ImageLimits | None = None) -> None:
+    def __init__(
+        self, sam: Sam, image_limits: ImageLimits | None = None, encoder: EncoderBackend | None = None
+    ) -> None:
+        """``encoder``: a backend serving ``SamImageEncoder(sam.image_encoder)`` (default: plain torch)."""
         self.sam = sam.eval()
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.image_limits = image_limits or ImageLimits()
+        self.encoder = encoder or TorchEncoder(SamImageEncoder(sam.image_encoder))
 
     @classmethod
     def from_pretrained(
@@ -66,12 +72,20 @@ class SamSegmenter:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        encoder_backend: str = "torch",
+        image_limits: ImageLimits | None = None,
     ) -> SamSegmenter:
-        return cls(load_sam(preset, checkpoint, device=device, dtype=dtype))
+        """``encoder_backend``: torch, compile, onnxruntime or tensorrt (falls back, logging why)."""
+        sam = load_sam(preset, checkpoint, device=device, dtype=dtype)
+        return cls(sam, image_limits, create_encoder(encoder_backend, SamImageEncoder(sam.image_encoder)))
 
     @property
     def device(self) -> torch.device:
         return self.sam.pixel_mean.device
+
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        return self.sam.mask_decoder.iou_token.weight.dtype
 
     @torch.inference_mode()
     def encode(self, image: ImageInput) -> SamFrame:
@@ -79,40 +93,74 @@ class SamSegmenter:
         self.image_limits.check(*rgb.shape[:2])
         resized = self.transform.apply_image(rgb)
         pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        dtype = self.sam.image_encoder.patch_embed.proj.weight.dtype
-        embedding = self.sam.image_encoder(self.sam.preprocess(pixels.float()).to(dtype))
-        return SamFrame(embedding=embedding, image_hw=rgb.shape[:2], input_hw=tuple(resized.shape[:2]))
+        embedding = self.encoder(self.sam.preprocess(pixels.float()))["image_embeddings"]
+        return SamFrame(
+            embedding=embedding.to(self.decoder_dtype), image_hw=rgb.shape[:2], input_hw=tuple(resized.shape[:2])
+        )
 
-    def segment(self, frame: SamFrame | ImageInput, prompts: list[Prompt], multimask: str = "best") -> SegmentResult:
+    def frame(self, image: SamFrame | FrameFeatures | ImageInput) -> SamFrame:
+        """The frame's embedding: given, cached in ``FrameFeatures`` (computed there on first use), or new."""
+        if isinstance(image, SamFrame):
+            return image
+        if isinstance(image, FrameFeatures):
+            return image.get("sam", self.encode)
+        return self.encode(image)
+
+    def segment(
+        self, frame: SamFrame | FrameFeatures | ImageInput, prompts: list[Prompt], multimask: str = "best"
+    ) -> SegmentResult:
         """Masks for each prompt, decoded as one batch. ``multimask``: ``best`` (of SAM's three, the one with
         the highest predicted IoU), ``all`` (all three), ``single`` (SAM's single-mask output)."""
         if multimask not in MULTIMASK_MODES:
             raise ValueError(f"multimask must be one of {', '.join(MULTIMASK_MODES)}, got {multimask!r}")
         if not prompts:
             raise ValueError("no prompt: give at least one point, box or previous mask")
-        if not isinstance(frame, SamFrame):
-            frame = self.encode(frame)
-        points, labels, boxes, mask_input = self.prompt_tensors(prompts, frame.image_hw)
-        with torch.inference_mode():
-            sparse, dense = self.sam.prompt_encoder(
-                points=None if points is None else (points, labels), boxes=boxes, masks=mask_input
-            )
-            low_res, iou = self.sam.mask_decoder(
-                image_embeddings=frame.embedding,
-                image_pe=self.sam.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask != "single",
-            )
-            if multimask == "best":
-                best = iou.argmax(dim=1)
-                rows = torch.arange(len(iou), device=iou.device)
-                low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
-            logits = self.sam.postprocess_masks(low_res.float(), frame.input_hw, frame.image_hw)
-        masks = (logits > self.sam.mask_threshold).cpu().numpy()
-        return SegmentResult(
-            masks=masks, scores=iou.float().cpu().numpy(), low_res_logits=low_res, boxes=mask_boxes(masks)
+        # Prompts are checked against the image's size before anything is encoded: bad ones cost nothing.
+        if isinstance(frame, SamFrame | FrameFeatures):
+            image_hw = frame.image_hw
+        else:
+            frame = to_rgb_array(frame)
+            image_hw = frame.shape[0], frame.shape[1]
+        points, labels, boxes, mask_input = self.prompt_tensors(prompts, image_hw)
+        frame = self.frame(frame)
+        low_res, iou = self.decode(frame, points, labels, boxes, mask_input, multimask != "single")
+        if multimask == "best":
+            best = iou.argmax(dim=1)
+            rows = torch.arange(len(iou), device=iou.device)
+            low_res, iou = low_res[rows, best][:, None], iou[rows, best][:, None]
+        masks = self.upscale(frame, low_res)
+        return SegmentResult(masks=masks, scores=iou.cpu().numpy(), low_res_logits=low_res, boxes=mask_boxes(masks))
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        frame: SamFrame,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tensors in the encoder's input frame → low-res logits (N, K, h, w) and predicted IoU (N, K),
+        both fp32. The prompt encoder runs in fp32; its outputs are cast to the decoder's dtype."""
+        dtype = self.decoder_dtype
+        sparse, dense = self.sam.prompt_encoder(
+            points=None if points is None else (points, labels), boxes=boxes, masks=mask_input
         )
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=frame.embedding,
+            image_pe=self.sam.prompt_encoder.get_dense_pe().to(dtype),
+            sparse_prompt_embeddings=sparse.to(dtype),
+            dense_prompt_embeddings=dense.to(dtype),
+            multimask_output=multimask,
+        )
+        return low_res.float(), iou.float()
+
+    @torch.inference_mode()
+    def upscale(self, frame: SamFrame, low_res: torch.Tensor) -> np.ndarray:
+        """Low-res logits (N, K, h, w) → bool masks (N, K, H, W) at the image's size."""
+        logits = self.sam.postprocess_masks(low_res.float(), frame.input_hw, frame.image_hw)
+        return (logits > self.sam.mask_threshold).cpu().numpy()
 
     def prompt_tensors(
         self, prompts: list[Prompt], image_hw: tuple[int, int]
@@ -147,7 +195,7 @@ class SamSegmenter:
                 raise ValueError(
                     f"mask_input must be a previous result's low-res logits (1, {expected[0]}, {expected[1]})"
                 )
-            mask_input = torch.stack([torch.as_tensor(p.mask_input) for p in prompts]).to(self.device)
+            mask_input = torch.stack([torch.as_tensor(p.mask_input) for p in prompts]).to(self.device, torch.float32)
         return points, labels, boxes, mask_input
 
 
