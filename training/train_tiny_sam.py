@@ -34,9 +34,7 @@ WEIGHTS_FILE = "sam_tiny.safetensors"
 MIN_VISIBLE_PIXELS = 30  # the synthetic camera's rule: a shape hidden below this is not a region
 
 
-def scene(
-    rng: np.random.Generator, width: int = WIDTH, height: int = HEIGHT
-) -> tuple[np.ndarray, list[np.ndarray]]:
+def scene(rng: np.random.Generator, width: int = WIDTH, height: int = HEIGHT) -> tuple[np.ndarray, list[np.ndarray]]:
     """An image and the visible masks of its shapes (shapes hidden below 30 pixels are left out)."""
     shapes = random_shapes(rng, width, height, int(rng.integers(2, 6)), overlap=float(rng.uniform(0.0, 0.5)))
     image, masks = render(shapes, width, height, rng)

@@ -6,10 +6,10 @@ from .modeling import SAM_PRESETS, SamConfig, SamImageEncoder, build_sam, get_sa
 from .segmenter import SamFrame, SamSegmenter, SegmentResult
 
 __all__ = [
+    "SAM_PRESETS",
     "AutomaticMaskConfig",
     "AutomaticMaskGenerator",
     "AutomaticMasks",
-    "SAM_PRESETS",
     "SamConfig",
     "SamFrame",
     "SamImageEncoder",
