@@ -1,4 +1,5 @@
-"""Where the embedded default checkpoint lives, so the node runs with no weights given."""
+"""Where the embedded default checkpoints live (tiny Osprey, tiny SAM), so the node runs with no weights
+given."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import torch
 
 EMBEDDED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny-shapes"
+EMBEDDED_SAM = Path(__file__).parent / "checkpoints" / "tiny-sam" / "sam_tiny.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -17,6 +19,16 @@ def default_checkpoint() -> Path:
             "`osprey-make-tiny --out DIR`, or the released Osprey-7b)"
         )
     return EMBEDDED_CHECKPOINT
+
+
+def default_sam_checkpoint() -> Path:
+    """The embedded tiny SAM (preset ``tiny``), trained by ``training.train_tiny_sam``."""
+    if not EMBEDDED_SAM.is_file():
+        raise FileNotFoundError(
+            f"no embedded SAM at {EMBEDDED_SAM}: set sam_checkpoint (e.g. sam_vit_h_4b8939.pth with sam_preset "
+            "vit_h), or sam_preset none"
+        )
+    return EMBEDDED_SAM
 
 
 def parse_dtype(name: str) -> torch.dtype:

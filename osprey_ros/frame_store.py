@@ -71,6 +71,10 @@ class FrameStore(Generic[ImageT, FeaturesT]):
         with self._lock:
             return self._frames[key].stamp_ns
 
+    def image_of(self, key: int) -> ImageT:
+        with self._lock:
+            return self._frames[key].image
+
     def features_for(self, key: int, encode: Callable[[ImageT], FeaturesT]) -> FeaturesT:
         """Cached features of a frame, else ``encode(image)`` (then cached). KeyError once it has left the store."""
         with self._lock:

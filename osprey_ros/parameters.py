@@ -44,7 +44,22 @@ class ParamSpec:
 
 
 # Parameters that `ros2 param set` may change while the node runs; the rest are read on configure.
-RUNTIME_PARAMETERS = frozenset({"prompt_mode", "max_new_tokens", "max_regions", "slop", "publish_overlay"})
+RUNTIME_PARAMETERS = frozenset(
+    {
+        "prompt_mode",
+        "max_new_tokens",
+        "max_regions",
+        "slop",
+        "publish_overlay",
+        "everything_points_per_side",
+        "everything_pred_iou_thresh",
+        "everything_stability_thresh",
+        "everything_nms_thresh",
+        "everything_min_area",
+    }
+)
+# The automatic mask generator's settings (the everything mode and ~/segment_and_describe's everything).
+EVERYTHING_PARAMETERS = tuple(sorted(name for name in RUNTIME_PARAMETERS if name.startswith("everything_")))
 
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -126,6 +141,66 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         choices=("torch", "compile", "onnxruntime", "tensorrt"),
     ),
     ParamSpec(
+        "mask_source",
+        "topic",
+        "Where regions come from: 'topic' (RegionMasks on region_masks, paired with the image) or 'everything' "
+        "(SAM segments each camera frame; no mask topic needed; the masks are also published on ~/region_masks).",
+        choices=("topic", "everything"),
+    ),
+    ParamSpec(
+        "sam_preset",
+        "tiny",
+        "SAM for the everything mode and ~/segment_and_describe: the released vit_h / vit_l / vit_b (give "
+        "sam_checkpoint), tiny (the embedded default), or none (no SAM loaded).",
+        choices=("tiny", "vit_b", "vit_l", "vit_h", "none"),
+    ),
+    ParamSpec(
+        "sam_checkpoint",
+        "",
+        "SAM weights (sam_vit_h_4b8939.pth or .safetensors, a plain state dict); empty = the embedded tiny SAM.",
+    ),
+    ParamSpec(
+        "sam_encoder_backend",
+        "torch",
+        "SAM image encoder backend, as encoder_backend.",
+        choices=("torch", "compile", "onnxruntime", "tensorrt"),
+    ),
+    ParamSpec(
+        "everything_points_per_side",
+        16,
+        "Everything mode: SAM is prompted with a grid of this many points per side.",
+        min_value=1,
+        max_value=64,
+    ),
+    ParamSpec(
+        "everything_pred_iou_thresh",
+        0.88,
+        "Everything mode: keep masks whose predicted IoU exceeds this.",
+        min_value=0.0,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "everything_stability_thresh",
+        0.95,
+        "Everything mode: keep masks whose stability score (IoU of the mask at logit ±1) is at least this.",
+        min_value=0.0,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "everything_nms_thresh",
+        0.7,
+        "Everything mode: box IoU above which the lower-scored mask is dropped (nested parts and wholes stay).",
+        min_value=0.0,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "everything_min_area",
+        0.0005,
+        "Everything mode: smallest mask kept, as a fraction of the image.",
+        min_value=0.0,
+        max_value=0.5,
+    ),
+    ParamSpec(
         "max_image_pixels",
         40_000_000,
         "Largest image (width x height) encoded; larger ones are refused with an error.",
@@ -171,6 +246,15 @@ class NodeSettings:
     image_transport: str
     publish_overlay: bool
     encoder_backend: str
+    mask_source: str
+    sam_preset: str
+    sam_checkpoint: str
+    sam_encoder_backend: str
+    everything_points_per_side: int
+    everything_pred_iou_thresh: float
+    everything_stability_thresh: float
+    everything_nms_thresh: float
+    everything_min_area: float
     max_image_pixels: int
     max_aspect_ratio: float
     diagnostics_period: float

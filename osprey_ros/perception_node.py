@@ -2,6 +2,8 @@
 
 One frame's path: ``_on_image`` / ``_on_masks`` (executor thread: pair by stamp, hand over, never wait)
 → ``ModelWorker`` (model thread: newest frame wins) → ``_process_frame`` (convert, describe, publish).
+With ``mask_source: everything`` there is no mask topic: each image goes straight to the model thread,
+where SAM finds the regions (``region_segmenter``) before Osprey describes them.
 
 A managed (lifecycle) node, as Nav2 and the ROS 2 design recommend for heavy resources: configure loads
 the weights, activate subscribes and publishes, deactivate stops that, cleanup frees the model. With
@@ -37,23 +39,35 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from osprey_model import EncodedFrame, OspreyPredictor
-from osprey_model.embedded import default_checkpoint, parse_dtype
+from osprey_model import FrameFeatures, OspreyPredictor
+from osprey_model.embedded import default_checkpoint, default_sam_checkpoint, parse_dtype
 from osprey_model.image_processing import ImageLimits
+from osprey_model.sam import AutomaticMaskConfig, SamSegmenter
 
 from .describe_service import DescribeService
 from .frame_store import FrameStore
 from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, mask_to_bool, numpy_to_image
 from .model_worker import ModelWorker
 from .overlay import draw_overlay
-from .parameters import NODE_NAME, RUNTIME_PARAMETERS, NodeSettings, check_value, declare_parameters, read_settings
+from .parameters import (
+    EVERYTHING_PARAMETERS,
+    NODE_NAME,
+    RUNTIME_PARAMETERS,
+    NodeSettings,
+    check_value,
+    declare_parameters,
+    read_settings,
+)
 from .region_describer import RegionDescriber, RegionResult
+from .region_segmenter import RegionSegmenter
+from .segment_service import SegmentService
 from .stamps import stamp_ns
 from .sync import ApproximateTimeSync
 
 RUNTIME_LIST = ", ".join(sorted(RUNTIME_PARAMETERS))
 CameraImage: TypeAlias = Image | CompressedImage
 Frame: TypeAlias = tuple[int, CameraImage]  # the frame store's key, the image as received
+FrameJob: TypeAlias = tuple[Frame, RegionMasks | None]  # None: SAM finds the regions (everything mode)
 
 
 def to_rgb(msg: CameraImage) -> np.ndarray:
@@ -67,6 +81,7 @@ class PipelineStats:
     frames_described: int = 0
     frame_errors: int = 0
     regions_capped: int = 0
+    regions_found_last: int = 0  # everything mode: regions SAM found in the last frame
     service_calls: int = 0
     service_errors: int = 0
     latency_total_s: float = 0.0
@@ -78,9 +93,10 @@ class Pipeline:
     """What exists while the node is configured: the model and everything fed to or by it."""
 
     describer: RegionDescriber
-    frames: FrameStore[CameraImage, EncodedFrame]
+    segmenter: RegionSegmenter | None  # None when sam_preset is none
+    frames: FrameStore[CameraImage, FrameFeatures]
     sync: ApproximateTimeSync[Frame, RegionMasks]
-    worker: ModelWorker[tuple[Frame, RegionMasks]]
+    worker: ModelWorker[FrameJob]
     stats: PipelineStats = field(default_factory=PipelineStats)
     teardown: list[Callable[[], object]] = field(default_factory=list)  # undoes what configure made
     inputs: list[Callable[[], object]] = field(default_factory=list)  # undoes what activate made
@@ -96,6 +112,40 @@ def load_predictor(settings: NodeSettings) -> OspreyPredictor:
         encoder_backend=settings.encoder_backend,
         image_limits=ImageLimits(settings.max_image_pixels, settings.max_aspect_ratio),
     )
+
+
+def everything_config(settings: NodeSettings) -> AutomaticMaskConfig:
+    return AutomaticMaskConfig(
+        points_per_side=settings.everything_points_per_side,
+        pred_iou_thresh=settings.everything_pred_iou_thresh,
+        stability_score_thresh=settings.everything_stability_thresh,
+        box_nms_thresh=settings.everything_nms_thresh,
+        min_area_fraction=settings.everything_min_area,
+        max_masks=settings.max_regions,
+    )
+
+
+def load_segmenter(settings: NodeSettings) -> RegionSegmenter | None:
+    """SAM as the parameters name it; None for ``sam_preset: none``."""
+    if settings.sam_preset == "none":
+        if settings.mask_source == "everything":
+            raise ValueError("mask_source everything needs SAM: set sam_preset (tiny is embedded)")
+        return None
+    if settings.sam_checkpoint:
+        checkpoint = Path(settings.sam_checkpoint)
+    elif settings.sam_preset == "tiny":
+        checkpoint = default_sam_checkpoint()
+    else:
+        raise ValueError(f"sam_preset {settings.sam_preset} needs sam_checkpoint (e.g. sam_vit_h_4b8939.pth)")
+    segmenter = SamSegmenter.from_pretrained(
+        settings.sam_preset,
+        checkpoint,
+        device=settings.device,
+        dtype=parse_dtype(settings.dtype),
+        encoder_backend=settings.sam_encoder_backend,
+        image_limits=ImageLimits(settings.max_image_pixels, settings.max_aspect_ratio),
+    )
+    return RegionSegmenter(segmenter, everything_config(settings))
 
 
 class PerceptionNode(LifecycleNode):
@@ -123,6 +173,7 @@ class PerceptionNode(LifecycleNode):
                 torch.set_num_threads(settings.cpu_threads)
             predictor = self._given_predictor or load_predictor(settings)
             describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
+            segmenter = load_segmenter(settings)
         except Exception as exc:  # missing or broken weights, bad values; rclpy would swallow it without a word
             self.last_error = str(exc)
             if not self._starting:  # at start-up the one FATAL line says it
@@ -132,25 +183,34 @@ class PerceptionNode(LifecycleNode):
         sync: ApproximateTimeSync[Frame, RegionMasks] = ApproximateTimeSync(
             settings.slop, settings.sync_queue_size, settings.sync_timeout
         )
-        worker: ModelWorker[tuple[Frame, RegionMasks]] = ModelWorker(self._process_frame, self._on_worker_error)
-        self.pipeline = pipeline = Pipeline(describer, FrameStore(settings.cache_size), sync, worker)
+        worker: ModelWorker[FrameJob] = ModelWorker(self._process_frame, self._on_worker_error)
+        self.pipeline = pipeline = Pipeline(describer, segmenter, FrameStore(settings.cache_size), sync, worker)
         # Planners and RViz may ask for reliable delivery; a reliable publisher serves both kinds of subscriber.
         output_qos = QoSProfile(
             depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
         )
         self.descriptions_pub = self.create_lifecycle_publisher(RegionDescriptionArray, "~/descriptions", output_qos)
         self.overlay_pub = self.create_lifecycle_publisher(Image, "~/overlay", output_qos)
+        # The masks SAM made in everything mode, for other nodes (trackers, planners) to use.
+        self.region_masks_pub = self.create_lifecycle_publisher(RegionMasks, "~/region_masks", output_qos)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.describe_service = DescribeService(self)
+        self.segment_service = SegmentService(self)
         diagnostics_timer = self.create_timer(settings.diagnostics_period, self._publish_diagnostics, self.inputs_group)
         pipeline.teardown += [
             partial(self.destroy_lifecycle_publisher, self.descriptions_pub),
             partial(self.destroy_lifecycle_publisher, self.overlay_pub),
+            partial(self.destroy_lifecycle_publisher, self.region_masks_pub),
             partial(self.destroy_publisher, self.diagnostics_pub),
             partial(self.destroy_service, self.describe_service.service),
+            partial(self.destroy_service, self.segment_service.service),
             partial(self.destroy_timer, diagnostics_timer),
         ]
-        self.get_logger().info(f"configured: model {self.model_name} loaded on {settings.device}/{settings.dtype}")
+        sam = f", SAM {settings.sam_preset}" if segmenter is not None else ", no SAM"
+        self.get_logger().info(
+            f"configured: model {self.model_name}{sam} loaded on {settings.device}/{settings.dtype}, "
+            f"regions from {settings.mask_source}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -167,19 +227,18 @@ class PerceptionNode(LifecycleNode):
             )
         else:
             image_sub = self.create_subscription(Image, "image", self._on_image, input_qos, callback_group=group)
-        masks_sub = self.create_subscription(
-            RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=group
-        )
-        expiry_timer = self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, group)
-        pipeline.inputs = [
-            partial(self.destroy_subscription, image_sub),
-            partial(self.destroy_subscription, masks_sub),
-            partial(self.destroy_timer, expiry_timer),
-        ]
+        pipeline.inputs = [partial(self.destroy_subscription, image_sub)]
+        if settings.mask_source == "topic":
+            masks_sub = self.create_subscription(
+                RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=group
+            )
+            expiry_timer = self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, group)
+            pipeline.inputs += [partial(self.destroy_subscription, masks_sub), partial(self.destroy_timer, expiry_timer)]
         self.active = True
         self.get_logger().info(
             f"ready: model {self.model_name} on {settings.device}/{settings.dtype} "
-            f"({torch.get_num_threads()} CPU threads), prompt mode {settings.prompt_mode}, "
+            f"({torch.get_num_threads()} CPU threads), regions from {settings.mask_source}, "
+            f"prompt mode {settings.prompt_mode}, "
             f"max {settings.max_regions} regions, slop {settings.slop}s, {settings.qos_reliability} camera input"
         )
         return super().on_activate(state)
@@ -249,6 +308,8 @@ class PerceptionNode(LifecycleNode):
             describer = self.pipeline.describer
             describer.prompt_mode, describer.max_new_tokens = self.settings.prompt_mode, self.settings.max_new_tokens
             self.pipeline.sync.slop_ns = int(self.settings.slop * 1e9)
+            if self.pipeline.segmenter is not None and changes.keys() & {*EVERYTHING_PARAMETERS, "max_regions"}:
+                self.pipeline.segmenter.everything_config = everything_config(self.settings)
             self.get_logger().info(f"parameters changed: {changes}")
         return SetParametersResult(successful=True)
 
@@ -260,6 +321,9 @@ class PerceptionNode(LifecycleNode):
         pipeline.stats.images_received += 1
         stamp = stamp_ns(msg.header.stamp)
         key = pipeline.frames.add_image(stamp, msg)
+        if self.settings.mask_source == "everything":
+            pipeline.worker.submit_frame(((key, msg), None))
+            return
         self._hand_over(pipeline, pipeline.sync.add_image(stamp, (key, msg)))
 
     def _on_masks(self, msg: RegionMasks) -> None:
@@ -269,7 +333,7 @@ class PerceptionNode(LifecycleNode):
         pipeline.stats.mask_sets_received += 1
         self._hand_over(pipeline, pipeline.sync.add_masks(stamp_ns(msg.header.stamp), msg))
 
-    def _hand_over(self, pipeline: Pipeline, pairs: list[tuple[Frame, RegionMasks]]) -> None:
+    def _hand_over(self, pipeline: Pipeline, pairs: list[FrameJob]) -> None:
         for pair in pairs:
             pipeline.worker.submit_frame(pair)
         self._report_unmatched(pipeline)
@@ -304,33 +368,35 @@ class PerceptionNode(LifecycleNode):
             masks, ids = masks[:limit], ids[:limit]
         return [mask_to_bool(mask, i) for i, mask in enumerate(masks)], ids
 
-    def frame_features(self, key: int, image: CameraImage | None) -> tuple[EncodedFrame, np.ndarray | None]:
-        """The frame's cached features (encoding it on first use) and its RGB pixels if they were decoded."""
+    def frame_features(self, key: int, image: CameraImage | None) -> FrameFeatures:
+        """The frame's decoded pixels and the encoder outputs computed so far (each encoder runs on first use,
+        once per frame)."""
         pipeline = self._configured()
-        rgb = None
 
-        def encode(msg: CameraImage) -> EncodedFrame:
-            nonlocal rgb
-            rgb = to_rgb(msg)
-            return pipeline.describer.encode(rgb)
+        def decode(msg: CameraImage) -> FrameFeatures:
+            return FrameFeatures(to_rgb(msg))
 
         try:
-            return pipeline.frames.features_for(key, encode), rgb
-        except KeyError:  # pushed out of the cache while it waited for the model: encode it uncached
+            return pipeline.frames.features_for(key, decode)
+        except KeyError:  # pushed out of the cache while it waited for the model: decode it uncached
             if image is None:
                 raise
-            return encode(image), rgb
+            return decode(image)
 
-    def _process_frame(self, pair: tuple[Frame, RegionMasks]) -> None:
-        (key, image_msg), masks_msg = pair
+    def _process_frame(self, job: FrameJob) -> None:
+        (key, image_msg), masks_msg = job
         pipeline = self._configured()
         stamp = stamp_ns(image_msg.header.stamp)
         where = f"frame {stamp / 1e9:.3f}"
         start = time.perf_counter()
         try:
-            masks, ids = self.read_masks(list(masks_msg.masks), list(masks_msg.ids), where)
-            frame, rgb = self.frame_features(key, image_msg)
-            regions = pipeline.describer.describe(frame, masks, ids)
+            if masks_msg is None:
+                frame = self.frame_features(key, image_msg)
+                masks, ids = self._segment_everything(pipeline, frame, image_msg)
+            else:
+                masks, ids = self.read_masks(list(masks_msg.masks), list(masks_msg.ids), where)
+                frame = self.frame_features(key, image_msg)
+            regions = pipeline.describer.describe(frame, masks, ids) if masks else []
         except (ImageConversionError, ValueError) as exc:
             pipeline.stats.frame_errors += 1
             self.get_logger().error(f"{where}: {exc}")
@@ -341,8 +407,22 @@ class PerceptionNode(LifecycleNode):
         pipeline.stats.latency_last_s = elapsed
         self.descriptions_pub.publish(self._descriptions_msg(image_msg, regions, elapsed))
         if self.settings.publish_overlay:
-            rgb = rgb if rgb is not None else to_rgb(image_msg)
-            self.overlay_pub.publish(numpy_to_image(draw_overlay(rgb, masks, regions), "rgb8", header=image_msg.header))
+            overlay = draw_overlay(frame.rgb, masks, regions)
+            self.overlay_pub.publish(numpy_to_image(overlay, "rgb8", header=image_msg.header))
+
+    def _segment_everything(
+        self, pipeline: Pipeline, frame: FrameFeatures, image_msg: CameraImage
+    ) -> tuple[list[np.ndarray], list[int]]:
+        """SAM's regions of the frame (best first, at most max_regions), published as RegionMasks; a frame
+        with none gives an empty message, not an error."""
+        assert pipeline.segmenter is not None  # configure refuses everything mode without SAM
+        found = pipeline.segmenter.everything(frame)
+        pipeline.stats.regions_found_last = len(found)
+        masks, ids = list(found.masks), list(range(len(found)))
+        out = RegionMasks(header=image_msg.header, ids=ids)
+        out.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=image_msg.header) for mask in masks]
+        self.region_masks_pub.publish(out)
+        return masks, ids
 
     def _descriptions_msg(
         self, image: CameraImage, regions: list[RegionResult], elapsed: float
@@ -396,7 +476,9 @@ class PerceptionNode(LifecycleNode):
             "latency_ms_mean": f"{mean_ms:.1f}",
             "frames_cached": len(pipeline.frames.stamps()),
             "frames_encoded": pipeline.frames.encoded,
-            "frames_encoded_for_service": self.describe_service.frames_encoded,
+            "frames_encoded_for_service": self.describe_service.frames_encoded + self.segment_service.frames_encoded,
+            "mask_source": self.settings.mask_source,
+            "regions_found_last": stats.regions_found_last,
         }
         level = DiagnosticStatus.WARN if stats.frame_errors or sync.masks_unmatched else DiagnosticStatus.OK
         status = DiagnosticStatus(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from osprey_model import EncodedFrame, OspreyPredictor
+from osprey_model import FrameFeatures, OspreyPredictor
 
 PROMPT_MODES = ("short", "category", "detailed")
 
@@ -39,10 +39,7 @@ class RegionDescriber:
         self.prompt_mode = prompt_mode
         self.max_new_tokens = max_new_tokens
 
-    def encode(self, rgb: np.ndarray) -> EncodedFrame:
-        return self.predictor.encode(rgb)
-
-    def describe(self, frame: EncodedFrame, masks: list[np.ndarray], ids: list[int]) -> list[RegionResult]:
+    def describe(self, frame: FrameFeatures, masks: list[np.ndarray], ids: list[int]) -> list[RegionResult]:
         """Label (and, in detailed mode, describe) every mask. Raises ValueError for bad masks."""
         label_prompt = "category" if self.prompt_mode == "category" else "short"
         labels = self.predictor.describe(frame, masks, prompt=label_prompt, max_new_tokens=self.max_new_tokens)
@@ -56,7 +53,7 @@ class RegionDescriber:
             for region_id, mask, label, detail in zip(ids, masks, labels, details, strict=True)
         ]
 
-    def answer(self, frame: EncodedFrame, masks: list[np.ndarray], question: str, max_new_tokens: int) -> list[str]:
+    def answer(self, frame: FrameFeatures, masks: list[np.ndarray], question: str, max_new_tokens: int) -> list[str]:
         prompt = question.strip() or "short"
         return self.predictor.describe(
             frame, masks, prompt=prompt, max_new_tokens=max_new_tokens or self.max_new_tokens

@@ -1,9 +1,14 @@
 """``synthetic_camera``: a camera for demos and tests — moving, overlapping shapes and their masks.
 
-Publishes ``image`` (rgb8) and ``region_masks`` (one mono8 mask per visible shape) with the same stamp.
+Publishes ``image`` (rgb8) and, unless ``publish_masks`` is false, ``region_masks`` (one mono8 mask per
+visible shape) with the same stamp. Without masks it is the camera of the node's ``everything`` mode,
+where SAM finds the shapes; the ground truth is kept either way (``truth``) for demos and tests.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
@@ -41,6 +46,14 @@ class ShapesScene:
         return image, [masks[i] for i in keep], [self.shapes[i] for i in keep]
 
 
+@dataclass
+class TruthFrame:
+    """What the camera drew for one stamp: each visible shape and its visible mask."""
+
+    shapes: list[Shape]
+    masks: list[np.ndarray]
+
+
 class SyntheticCamera(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("synthetic_camera", **kwargs)
@@ -49,25 +62,27 @@ class SyntheticCamera(Node):
         height = int(self.declare_parameter("height", 240).value)
         count = int(self.declare_parameter("shapes", 4).value)
         seed = int(self.declare_parameter("seed", 0).value)
+        self.publish_masks = bool(self.declare_parameter("publish_masks", True).value)
         self.frame_id = str(self.declare_parameter("frame_id", "synthetic_camera").value)
         self.scene = ShapesScene(width, height, count, seed)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, "image", qos)
-        self.masks_pub = self.create_publisher(RegionMasks, "region_masks", qos)
-        self.truth: dict[int, list[Shape]] = {}  # stamp → shapes, for printing ground truth beside answers
+        self.masks_pub = self.create_publisher(RegionMasks, "region_masks", qos) if self.publish_masks else None
+        self.truth: dict[int, TruthFrame] = {}  # stamp → what was drawn, for ground truth beside answers
         self.create_timer(1.0 / rate, self.publish_frame)
 
     def publish_frame(self) -> None:
         image, masks, shapes = self.scene.step()
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
-        msg = RegionMasks(header=header, ids=list(range(len(masks))))
-        msg.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=header) for mask in masks]
         stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        self.truth[stamp] = [shape for shape in shapes]
-        while len(self.truth) > 50:
+        self.truth[stamp] = TruthFrame([copy.copy(shape) for shape in shapes], masks)
+        while len(self.truth) > 30:
             self.truth.pop(next(iter(self.truth)))
         self.image_pub.publish(numpy_to_image(image, "rgb8", header=header))
-        self.masks_pub.publish(msg)
+        if self.masks_pub is not None:
+            msg = RegionMasks(header=header, ids=list(range(len(masks))))
+            msg.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=header) for mask in masks]
+            self.masks_pub.publish(msg)
 
 
 def main(args: list[str] | None = None) -> None:
