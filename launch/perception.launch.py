@@ -2,6 +2,7 @@
 
     ros2 launch osprey_ros perception.launch.py image_topic:=/camera/color/image_raw \
         masks_topic:=/segmentation/region_masks params_file:=/path/to/perception.yaml namespace:=robot1
+    ros2 launch osprey_ros perception.launch.py mask_source:=everything   # SAM finds the regions
 
 Pip-only installs run the same thing with ``osprey-perception`` and the same ``name:=value`` arguments.
 The node is a lifecycle node; its ``autostart`` parameter (default true) brings it to active by itself,
@@ -24,6 +25,7 @@ def _node(context: LaunchContext) -> list[LifecycleNode]:
     # Empty means the package's defaults, as the argument's description says (and as osprey-perception does).
     params_file = resolve_params_file(LaunchConfiguration("params_file").perform(context))
     image_topic = LaunchConfiguration("image_topic").perform(context)
+    mask_source = LaunchConfiguration("mask_source").perform(context)  # empty: the params file's value
     profile = use_large_data_profile(dict(os.environ))  # the user's profile if set, else the shipped one
     return [
         LifecycleNode(
@@ -31,7 +33,7 @@ def _node(context: LaunchContext) -> list[LifecycleNode]:
             executable="osprey_perception_node",
             name=NODE_NAME,
             namespace=LaunchConfiguration("namespace").perform(context),
-            parameters=[params_file],
+            parameters=[params_file, *([{"mask_source": mask_source}] if mask_source else [])],
             remappings=[
                 ("image", image_topic),
                 ("image/compressed", image_topic + "/compressed"),

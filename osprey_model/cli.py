@@ -102,9 +102,7 @@ def sam_prompts(points: list[tuple[float, float, int]], boxes: list[tuple[float,
     if not positives:
         raise ValueError("only negative clicks (label 0): click on an object with label 1, or add a --box")
     return [
-        Prompt(
-            points=np.array([(x, y), *negatives], np.float32), labels=np.array([1] + [0] * len(negatives), np.int64)
-        )
+        Prompt(points=np.array([(x, y), *negatives], np.float32), labels=np.array([1] + [0] * len(negatives), np.int64))
         for x, y in positives
     ]
 

@@ -8,17 +8,17 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.timm_model import TimmModel
-from torch import nn
 
 from .checkpoint_io import describe_keys, load_safetensors, load_torch_bin
 from .config import FEATURE_LEVELS, VisionConfig
+from .encoders.interface import ImageEncoderModule
 
 logger = logging.getLogger(__name__)
 
 CLIP_VISUAL_PREFIX = "visual."
 
 
-class ClipConvNeXtVisionTower(nn.Module):
+class ClipConvNeXtVisionTower(ImageEncoderModule):
     """open_clip's timm adapter under ``visual`` so an open_clip file's ``visual.*`` keys load directly."""
 
     def __init__(self, config: VisionConfig) -> None:

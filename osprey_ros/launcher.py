@@ -87,6 +87,8 @@ def ros_arguments(values: dict[str, str], extra: list[str]) -> list[str]:
     args += ["-r", f"region_masks:={values['masks_topic']}"]
     if values["namespace"]:
         args += ["-r", f"__ns:={'/' + values['namespace'].lstrip('/')}"]
+    if values["mask_source"]:
+        args += ["-p", f"mask_source:={values['mask_source']}"]
     return args + extra
 
 

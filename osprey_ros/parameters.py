@@ -300,5 +300,10 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     ),
     LaunchArgument("params_file", "", "Parameters YAML; empty = the package's config/perception.yaml."),
     LaunchArgument("namespace", "", "Namespace for the node."),
+    LaunchArgument(
+        "mask_source",
+        "",
+        "topic or everything (SAM segments each frame; no mask topic); empty = the params file's value.",
+    ),
 )
 LAUNCH_DEFAULTS = {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}

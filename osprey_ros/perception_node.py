@@ -233,7 +233,10 @@ class PerceptionNode(LifecycleNode):
                 RegionMasks, "region_masks", self._on_masks, input_qos, callback_group=group
             )
             expiry_timer = self.create_timer(min(settings.sync_timeout / 2, 0.5), self._expire_orphan_masks, group)
-            pipeline.inputs += [partial(self.destroy_subscription, masks_sub), partial(self.destroy_timer, expiry_timer)]
+            pipeline.inputs += [
+                partial(self.destroy_subscription, masks_sub),
+                partial(self.destroy_timer, expiry_timer),
+            ]
         self.active = True
         self.get_logger().info(
             f"ready: model {self.model_name} on {settings.device}/{settings.dtype} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from osprey_model import FrameFeatures
 from osprey_model.sam import AutomaticMaskConfig, AutomaticMaskGenerator, SamSegmenter
@@ -46,16 +47,21 @@ class RegionSegmenter:
         found = self.generator.generate(frame)
         return Segmented(found.masks, found.scores, found.boxes)
 
+    def mask_prompt(self, mask: np.ndarray) -> torch.Tensor:
+        return self.segmenter.mask_prompt(mask)
+
     def prompted(self, frame: FrameFeatures, prompts: list[Prompt]) -> Segmented:
-        """One mask per prompt, in order (the best of SAM's three). Prompts with a box and prompts without
-        are decoded as two batches (SAM's prompt encoder takes one kind per batch). Raises ValueError for
-        bad prompts."""
+        """One mask per prompt, in order (the best of SAM's three). Prompts are decoded in batches of one
+        kind (with or without a box, with or without a mask), as SAM's prompt encoder takes them. Raises
+        ValueError for bad prompts."""
         height, width = frame.image_hw
         masks = np.zeros((len(prompts), height, width), bool)
         scores = np.zeros(len(prompts), np.float32)
         boxes = np.zeros((len(prompts), 4), np.int64)
-        for has_box in (True, False):
-            group = [i for i, prompt in enumerate(prompts) if (prompt.box is not None) == has_box]
+        kinds: dict[tuple[bool, bool], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            kinds.setdefault((prompt.box is not None, prompt.mask_input is not None), []).append(i)
+        for group in kinds.values():
             if group:
                 result = self.segmenter.segment(frame, [prompts[i] for i in group], multimask="best")
                 masks[group], scores[group], boxes[group] = result.masks[:, 0], result.scores[:, 0], result.boxes[:, 0]

@@ -17,17 +17,19 @@ from std_msgs.msg import Header
 
 from osprey_model.sam.segmenter import Prompt
 
-from .image_conversion import numpy_to_image
+from .image_conversion import ImageConversionError, mask_to_bool, numpy_to_image
 from .model_service import ModelService
 from .region_segmenter import RegionSegmenter
 
 
-def to_prompt(msg: RegionPrompt, index: int) -> Prompt:
-    """A ROS prompt as SAM's; structural errors here, position checks against the image in the segmenter."""
+def to_prompt(msg: RegionPrompt, index: int) -> tuple[Prompt, np.ndarray | None]:
+    """A ROS prompt as SAM's, and its prompt mask decoded (converted to SAM's input once the frame's size is
+    known). Structural errors here; positions are checked against the image by the segmenter."""
     where = f"prompt {index}"
     box_given = msg.box.width > 0 or msg.box.height > 0
-    if not msg.points and not box_given:
-        raise ValueError(f"{where} is empty: give clicks (points) or a box")
+    mask_given = msg.mask.width > 0 or msg.mask.height > 0
+    if not msg.points and not box_given and not mask_given:
+        raise ValueError(f"{where} is empty: give clicks (points), a box or a mask")
     labels = list(msg.labels)
     if labels and len(labels) != len(msg.points):
         raise ValueError(f"{where}: {len(labels)} labels for {len(msg.points)} points (one per point, or none)")
@@ -37,12 +39,21 @@ def to_prompt(msg: RegionPrompt, index: int) -> Prompt:
             raise ValueError(f"{where}: the box is {msg.box.width}x{msg.box.height} pixels: empty")
         x, y = msg.box.x_offset, msg.box.y_offset
         box = np.array([x, y, x + msg.box.width, y + msg.box.height], np.float32)
+    mask = None
+    if mask_given:
+        try:
+            mask = mask_to_bool(msg.mask, index)
+        except ImageConversionError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not mask.any():
+            raise ValueError(f"{where}: the prompt mask is empty (no pixel set)")
     points = np.array([[p.x, p.y] for p in msg.points], np.float32) if msg.points else None
-    return Prompt(
+    prompt = Prompt(
         points=points,
         labels=np.array(labels or [1] * len(msg.points), np.int64) if msg.points else None,
         box=box,
     )
+    return prompt, mask
 
 
 def box_msg(box: np.ndarray) -> RegionOfInterest:
@@ -69,7 +80,7 @@ class SegmentService(ModelService):
         if not request.everything and not request.prompts:
             return "no prompt: send clicks or boxes in prompts, or set everything"
         try:
-            for i, prompt in enumerate(request.prompts):
+            for i, prompt in enumerate(request.prompts[: self.node.settings.max_regions]):
                 to_prompt(prompt, i)
         except ValueError as exc:
             return str(exc)
@@ -86,12 +97,20 @@ class SegmentService(ModelService):
         if request.everything:
             segmented = segmenter.everything(frame)
         else:
-            prompts = [to_prompt(p, i) for i, p in enumerate(request.prompts)]
             limit = node.settings.max_regions
-            if len(prompts) > limit:
-                pipeline.stats.regions_capped += len(prompts) - limit
-                notes.append(f"capped: {len(prompts)} prompts received, segmented the first {limit} (max_regions)")
-                prompts = prompts[:limit]
+            if len(request.prompts) > limit:
+                pipeline.stats.regions_capped += len(request.prompts) - limit
+                notes.append(
+                    f"capped: {len(request.prompts)} prompts received, segmented the first {limit} (max_regions)"
+                )
+            prompts = []
+            for i, msg in enumerate(request.prompts[:limit]):
+                prompt, mask = to_prompt(msg, i)
+                if mask is not None:
+                    if mask.shape != frame.image_hw:
+                        raise ValueError(f"prompt {i}: the mask is {mask.shape} (H, W), the image {frame.image_hw}")
+                    prompt.mask_input = segmenter.mask_prompt(mask)
+                prompts.append(prompt)
             segmented = segmenter.prompted(frame, prompts)
         nonempty = [i for i, mask in enumerate(segmented.masks) if mask.any()]
         if len(segmented) == 0:

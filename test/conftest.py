@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from osprey_model import OspreyPredictor
+from osprey_model.embedded import default_sam_checkpoint
+from osprey_model.sam import SamSegmenter
 from osprey_model.tiny import create_tiny_checkpoint
 
 
@@ -29,6 +31,12 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_dir: Path) -> OspreyPredictor:
     return OspreyPredictor.from_pretrained(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def shipped_sam() -> SamSegmenter:
+    """The embedded tiny SAM this project trained and ships (osprey_model/checkpoints/tiny-sam)."""
+    return SamSegmenter.from_pretrained("tiny", default_sam_checkpoint())
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from osprey_interfaces.msg import RegionDescriptionArray, RegionMasks
-from osprey_interfaces.srv import DescribeRegions
+from osprey_interfaces.srv import DescribeRegions, SegmentAndDescribe
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -112,10 +112,13 @@ class RosTester:
         self.descriptions: list[RegionDescriptionArray] = []
         self.overlays: list[Image] = []
         self.diagnostics: list[DiagnosticArray] = []
+        self.region_masks: list[RegionMasks] = []  # what the node's SAM made (everything mode)
         self.node.create_subscription(RegionDescriptionArray, f"{node_ns}/descriptions", self.descriptions.append, qos)
         self.node.create_subscription(Image, f"{node_ns}/overlay", self.overlays.append, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.node.create_subscription(RegionMasks, f"{node_ns}/region_masks", self.region_masks.append, qos)
         self.client = self.node.create_client(DescribeRegions, f"{node_ns}/describe")
+        self.segment_client = self.node.create_client(SegmentAndDescribe, f"{node_ns}/segment_and_describe")
 
     def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -124,19 +127,23 @@ class RosTester:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}")
             self.executor.spin_once(timeout_sec=0.05)
 
-    def wait_for_node(self, timeout: float = 60.0) -> None:
+    def wait_for_node(self, timeout: float = 60.0, masks_topic: bool = True) -> None:
+        """Until the node subscribes (to the mask topic too, unless it runs SAM on every frame) and serves."""
         self.spin_until(
             lambda: (
                 self.image_pub.get_subscription_count() > 0
-                and self.masks_pub.get_subscription_count() > 0
+                and (self.masks_pub.get_subscription_count() > 0 or not masks_topic)
                 and self.client.service_is_ready()
+                and self.segment_client.service_is_ready()
             ),
             timeout,
-            "the node's subscriptions and service",
+            "the node's subscriptions and services",
         )
 
-    def call(self, request: DescribeRegions.Request, timeout: float = 60.0) -> DescribeRegions.Response:
-        future = self.client.call_async(request)
+    def call(self, request: Any, timeout: float = 60.0) -> Any:
+        """``~/describe`` or ``~/segment_and_describe``, by the request's type."""
+        client = self.segment_client if isinstance(request, SegmentAndDescribe.Request) else self.client
+        future = client.call_async(request)
         self.spin_until(future.done, timeout, "the service response")
         return future.result()
 

@@ -12,21 +12,40 @@ from pathlib import Path
 from ros_harness import domain_id, ros_env
 
 
-def test_demo_prints_descriptions(tiny_dir: Path) -> None:
+def run_demo(*args: str, domain: int) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "osprey_ros.demo", "--model", str(tiny_dir), "--frames", "2", "--max-new-tokens", "3"],
-        env=ros_env(domain_id(23)),
+        [sys.executable, "-m", "osprey_ros.demo", *args],
+        env=ros_env(domain),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    frames = re.findall(r"^frame \d+ stamp [\d.]+ model \S+ \d+ ms$", result.stdout, flags=re.M)
+    return result.stdout
+
+
+def test_demo_describes_shapes_its_sam_segmented(tiny_dir: Path) -> None:
+    """The default (``make demo``): no mask topic; the embedded tiny SAM finds the shapes."""
+    out = run_demo("--model", str(tiny_dir), "--frames", "2", "--max-new-tokens", "3", domain=domain_id(23))
+    frames = re.findall(r"^frame \d+ stamp [\d.]+ model \S+ \d+ ms$", out, flags=re.M)
+    found = re.findall(r"^  SAM found (\d+) regions; the camera drew (\d+) shapes$", out, flags=re.M)
     regions = re.findall(
-        r"^  region \d+: '.*' \(truth: \w+ \w+\) box \d+,\d+ \d+x\d+ area \d+$", result.stdout, flags=re.M
+        r"^  region \d+: '.*' \(truth: \w+ \w+, IoU (0\.\d\d|1\.00)\) box \d+,\d+ \d+x\d+ area \d+$", out, flags=re.M
     )
-    assert len(frames) == 2 and len(regions) >= 2, result.stdout
-    assert "described 2 frames" in result.stdout
+    assert len(frames) == 2 and len(found) == 2, out
+    assert len(regions) >= 2 and all(float(iou) >= 0.5 for iou in regions), out
+    summary = re.search(r"^SAM found (\d+) of (\d+) shapes \(mask IoU >= 0.5\) in (\d+) regions$", out, flags=re.M)
+    assert summary and int(summary.group(1)) >= int(summary.group(2)) // 2, out
+    assert "described 2 frames" in out
+
+
+def test_demo_with_the_true_masks_from_the_camera(tiny_dir: Path) -> None:
+    args = ["--model", str(tiny_dir), "--mask-source", "topic", "--frames", "2", "--max-new-tokens", "3"]
+    out = run_demo(*args, domain=domain_id(24))
+    frames = re.findall(r"^frame \d+ stamp [\d.]+ model \S+ \d+ ms$", out, flags=re.M)
+    regions = re.findall(r"^  region \d+: '.*' \(truth: \w+ \w+\) box \d+,\d+ \d+x\d+ area \d+$", out, flags=re.M)
+    assert len(frames) == 2 and len(regions) >= 2, out
+    assert "described 2 frames" in out
 
 
 def interrupt_after(command: list[str], ready: str, domain: int, settle: float = 0.0) -> tuple[int, str, str]:

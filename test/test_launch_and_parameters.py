@@ -101,6 +101,7 @@ def test_pip_launcher_takes_the_same_arguments(tmp_path: Path) -> None:
         "masks_topic": "/a/masks",
         "namespace": "robot1",
         "params_file": "p.yaml",
+        "mask_source": "",
     }
     args = ros_arguments(values, extra)
     assert args[:3] == ["--ros-args", "--params-file", "p.yaml"]
@@ -110,6 +111,12 @@ def test_pip_launcher_takes_the_same_arguments(tmp_path: Path) -> None:
     assert ros_arguments(defaults, [])[2].endswith("config/perception.yaml")
     with pytest.raises(SystemExit, match="unknown argument 'camera:=/x'"):
         parse_launch_arguments(["camera:=/x"])
+    assert "-p" not in ros_arguments(defaults, [])  # empty mask_source: the params file decides
+    everything, _ = parse_launch_arguments(["mask_source:=everything"])
+    assert ros_arguments(everything, [])[-2:] == ["-p", "mask_source:=everything"]
+    assert 'parameters=[params_file, *([{"mask_source": mask_source}] if mask_source else [])]' in (
+        LAUNCH_FILE.read_text()
+    )
 
 
 def test_params_yaml_has_the_table_defaults() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ import torch
 from segment_anything import SamPredictor
 
 from osprey_model.checkpoint_io import CheckpointError
-from osprey_model.sam import SamSegmenter, build_sam, get_sam_preset, load_sam
+from osprey_model.encoders import create_encoder
+from osprey_model.sam import SamImageEncoder, SamSegmenter, build_sam, get_sam_preset, load_sam
 from osprey_model.sam.segmenter import Prompt, mask_boxes
+from training.train_tiny_sam import random_prompt
 
 HEIGHT, WIDTH = 480, 640
 
@@ -132,3 +135,77 @@ def test_a_released_layout_vit_b_loads_with_no_missing_keys(tmp_path: Path) -> N
         load_sam("vit_h", tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="unknown SAM preset 'vit_x'"):
         load_sam("vit_x", None)
+
+
+def test_the_embedded_tiny_sam_segments_what_is_clicked_and_boxed(shipped_sam) -> None:
+    """The shipped checkpoint loads with every key and puts a click's and a box's mask on the shape."""
+    image, masks = scene_with_masks(np.random.default_rng(30_000))
+    frame = shipped_sam.encode(image)
+    for kind in ("point", "box"):
+        prompts = [random_prompt(np.random.default_rng(i), mask, kind) for i, mask in enumerate(masks)]
+        result = shipped_sam.segment(frame, prompts)
+        ious = [mask_iou(truth, got) for truth, got in zip(masks, result.masks[:, 0], strict=True)]
+        assert np.mean(ious) > 0.7, (kind, ious)
+
+
+def test_sam_encoder_backends_onnxruntime_matches_torch_and_tensorrt_falls_back(
+    shipped_sam, tmp_path: Path, caplog
+) -> None:
+    caplog.set_level(logging.WARNING)
+    encoder = SamImageEncoder(shipped_sam.sam.image_encoder)
+    backend = create_encoder("tensorrt" if not importable("tensorrt") else "onnxruntime", encoder, cache_dir=tmp_path)
+    assert backend.name == "onnxruntime"
+    if not importable("tensorrt"):
+        assert [r.getMessage() for r in caplog.records] == [
+            "sam-vit encoder backend tensorrt unavailable (tensorrt is not importable); falling back to onnxruntime "
+            "on cpu"
+        ]
+    assert len(list(tmp_path.glob("sam-vit-*.onnx"))) == 1
+    served = SamSegmenter(shipped_sam.sam, encoder=backend)
+    image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    a, b = shipped_sam.encode(image), served.encode(image)
+    assert (a.embedding - b.embedding).abs().max().item() < 1e-4
+    prompt = [Prompt(points=[[100, 100]], labels=[1])]
+    assert (shipped_sam.segment(a, prompt).masks != served.segment(b, prompt).masks).mean() < 1e-3
+
+
+def test_bf16_keeps_the_prompt_encoder_in_fp32_and_the_masks(tmp_path: Path) -> None:
+    from osprey_model.embedded import default_sam_checkpoint
+
+    fp32 = SamSegmenter.from_pretrained("tiny", default_sam_checkpoint())
+    bf16 = SamSegmenter.from_pretrained("tiny", default_sam_checkpoint(), dtype=torch.bfloat16)
+    assert bf16.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.dtype == torch.float32
+    assert bf16.sam.mask_decoder.iou_token.weight.dtype == torch.bfloat16
+    image, masks = scene_with_masks(np.random.default_rng(30_001))
+    prompts = [random_prompt(np.random.default_rng(i), mask, "point") for i, mask in enumerate(masks)]
+    a, b = fp32.segment(image, prompts), bf16.segment(image, prompts)
+    for m32, m16 in zip(a.masks[:, 0], b.masks[:, 0], strict=True):
+        assert mask_iou(m32, m16) > 0.9
+
+
+def test_a_mask_prompt_is_sams_low_res_input(shipped_sam) -> None:
+    image, masks = scene_with_masks(np.random.default_rng(30_002))
+    logits = shipped_sam.mask_prompt(masks[0])
+    assert logits.shape == (1, 64, 64) and logits.max() > 0 > logits.min()
+    result = shipped_sam.segment(image, [Prompt(points=np.argwhere(masks[0])[:1, ::-1], mask_input=logits)])
+    assert result.masks.shape == (1, 1, *masks[0].shape)
+    with pytest.raises(ValueError, match="prompt mask is empty"):
+        shipped_sam.mask_prompt(np.zeros_like(masks[0]))
+    with pytest.raises(ValueError, match="one \\(H, W\\) binary mask"):
+        shipped_sam.mask_prompt(np.ones((2, 4, 4), bool))
+
+
+def scene_with_masks(rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    from training.train_tiny_sam import scene
+
+    return scene(rng)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

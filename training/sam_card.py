@@ -35,9 +35,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def match(predicted: np.ndarray, truth: list[np.ndarray], threshold: float = 0.5) -> list[tuple[int, int, float]]:
     """One-to-one (predicted, truth, IoU) pairs with IoU ≥ threshold, greedily by IoU."""
-    pairs = sorted(
-        ((mask_iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)), reverse=True
-    )
+    pairs = sorted(((mask_iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)), reverse=True)
     used_p, used_t, out = set(), set(), []
     for iou, i, j in pairs:
         if iou < threshold:

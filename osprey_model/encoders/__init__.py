@@ -14,7 +14,8 @@ from .backends import (
     TorchEncoder,
     create_encoder,
 )
-from .onnx_export import ImageEncoderModule, encoder_fingerprint, export_onnx
+from .interface import ImageEncoderModule
+from .onnx_export import encoder_fingerprint, export_onnx
 
 __all__ = [
     "BACKENDS",

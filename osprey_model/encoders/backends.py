@@ -10,7 +10,8 @@ from typing import Protocol
 
 import torch
 
-from .onnx_export import ImageEncoderModule, encoder_fingerprint, export_onnx
+from .interface import ImageEncoderModule
+from .onnx_export import encoder_fingerprint, export_onnx
 
 logger = logging.getLogger(__name__)
 

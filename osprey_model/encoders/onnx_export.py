@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import nn
 
-
-class ImageEncoderModule(Protocol):
-    """What a backend serves: a module from normalised pixels (B, 3, S, S) to named feature maps.
-
-    Osprey's ConvNeXt tower (``res2``..``res5``) and SAM's ViT (``image_embeddings``) both are one; the
-    backends know nothing else about the model behind it.
-    """
-
-    graph_name: str  # cache files are named after it
-    output_names: tuple[str, ...]
-
-    @property
-    def input_size(self) -> int: ...
-
-    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-    def parameters(self, recurse: bool = True): ...
-
-    def state_dict(self, *args, **kwargs): ...
+from .interface import ImageEncoderModule
 
 
 class _TupleOutputs(nn.Module):

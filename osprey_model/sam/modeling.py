@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-from torch import nn
 
 from ..checkpoint_io import CheckpointError, describe_keys, load_safetensors, load_torch_bin
+from ..encoders.interface import ImageEncoderModule
 
 PROMPT_EMBED_DIM = 256
 PATCH_SIZE = 16
@@ -97,7 +97,7 @@ def build_sam(config: SamConfig) -> Sam:
     return sam.eval()
 
 
-class SamImageEncoder(nn.Module):
+class SamImageEncoder(ImageEncoderModule):
     """SAM's ViT as an image encoder that the encoder backends serve (ONNX Runtime, TensorRT, compile), as
     they serve Osprey's ConvNeXt: normalised, padded pixels (B, 3, S, S) → ``image_embeddings``."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -21,6 +22,7 @@ from ..image_processing import ImageInput, ImageLimits, to_rgb_array
 from .modeling import SamImageEncoder, load_sam
 
 MULTIMASK_MODES = ("best", "all", "single")
+MASK_PROMPT_LOGIT = 8.0  # a binary prompt mask as logits: confident, as SAM's own outputs are well inside a shape
 
 
 @dataclass
@@ -161,6 +163,22 @@ class SamSegmenter:
         """Low-res logits (N, K, h, w) → bool masks (N, K, H, W) at the image's size."""
         logits = self.sam.postprocess_masks(low_res.float(), frame.input_hw, frame.image_hw)
         return (logits > self.sam.mask_threshold).cpu().numpy()
+
+    def mask_prompt(self, mask: np.ndarray) -> torch.Tensor:
+        """A binary mask at the image's size (e.g. last frame's result for this object) as SAM's ``mask_input``:
+        low-res logits (1, 256, 256 at 1024 px) in the padded frame, ±``MASK_PROMPT_LOGIT`` inside / outside."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or not mask.size:
+            raise ValueError(f"a prompt mask is one (H, W) binary mask, got shape {mask.shape}")
+        if not mask.any():
+            raise ValueError("the prompt mask is empty (no pixel set)")
+        size = self.sam.image_encoder.img_size
+        input_hw = self.transform.get_preprocess_shape(mask.shape[0], mask.shape[1], size)
+        low = self.sam.prompt_encoder.mask_input_size
+        resized = F.interpolate(torch.from_numpy(mask > 0).float()[None, None], size=input_hw, mode="area")
+        padded = F.pad(resized, (0, size - input_hw[1], 0, size - input_hw[0]))
+        inside = F.interpolate(padded, size=tuple(low), mode="area")[0]
+        return (inside * 2 - 1) * MASK_PROMPT_LOGIT
 
     def prompt_tensors(
         self, prompts: list[Prompt], image_hw: tuple[int, int]
