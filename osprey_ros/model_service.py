@@ -53,7 +53,14 @@ class ModelService:
         raise NotImplementedError
 
     def _on_request(self, request: Any, response: Any) -> Any:
-        """Executor thread: validate cheaply, queue, return at once."""
+        """Executor thread: validate cheaply, queue, return at once. No error escapes: rclpy would end the
+        executor's spin, and with it the node."""
+        try:
+            return self._queue(request)
+        except Exception as exc:
+            return self._error(f"internal error: {exc!r}")
+
+    def _queue(self, request: Any) -> Any:
         node = self.node
         pipeline = node.pipeline
         if pipeline is None or not node.active:
@@ -66,8 +73,6 @@ class ModelService:
             future = pipeline.worker.submit(lambda: self.run(request), timeout=node.settings.service_timeout)
         except WorkerBusy as exc:
             return self._error(str(exc))
-        except Exception as exc:  # never let a request end the executor's spin
-            return self._error(f"internal error: {exc!r}")
         reply = DeferredReply()
         reply.complete_from(future, self._response)
         return reply

@@ -244,7 +244,7 @@ def test_without_sam_the_service_says_so_and_everything_mode_cannot_start(tiny_d
     domain = domain_id(63)
     (tmp_path / "a").mkdir()
     node = NodeProcess(tmp_path / "a", domain, {"model_dir": str(tiny_dir), "sam_preset": "none"}, {})
-    tester = RosTester(domain, "/image", "/region_masks")
+    tester = RosTester(domain, "/camera/image_raw", "/camera/region_masks")  # the launch defaults
     try:
         node.wait_for_log(r"ready: model", timeout=120)
         tester.wait_for_node()
