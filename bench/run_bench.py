@@ -29,7 +29,7 @@ import torch
 
 from osprey_model import OspreyForCausalLM, OspreyPredictor, get_preset
 from osprey_model.embedded import parse_dtype
-from osprey_model.encoders import BACKENDS, BackendUnavailable, create_encoder
+from osprey_model.encoders import BACKENDS, BackendUnavailable, ImageEncoderModule, create_encoder
 from osprey_model.precision import keep_rotary_in_float32
 from osprey_model.shapes import random_shapes, render
 from osprey_model.tiny import llama2_tokenizer
@@ -173,14 +173,13 @@ def bench_paths(predictor: OspreyPredictor, args: argparse.Namespace) -> list[di
     return rows
 
 
-def bench_encoders(predictor: OspreyPredictor, args: argparse.Namespace, cache: Path) -> dict[str, dict]:
-    tower, device = predictor.model.vision_tower, predictor.model.device
-    size = predictor.model.config.vision.image_size
-    pixels = torch.randn(1, 3, size, size, device=device)
-    out = {}
+def bench_backends(module: ImageEncoderModule, device: torch.device, repeats: int, cache: Path) -> dict[str, dict]:
+    """p50 of every encoder backend on one image; an unavailable backend (or one that fell back) says why."""
+    pixels = torch.randn(1, 3, module.input_size, module.input_size, device=device)
+    out: dict[str, dict] = {}
     for name in BACKENDS:
         try:
-            encoder = create_encoder(name, tower, cache_dir=cache)
+            encoder = create_encoder(name, module, cache_dir=cache)
         except (BackendUnavailable, RuntimeError, ImportError) as exc:
             out[name] = {"available": False, "why": str(exc)}
             continue
@@ -189,10 +188,14 @@ def bench_encoders(predictor: OspreyPredictor, args: argparse.Namespace, cache: 
             continue
         for _ in range(3):
             encoder(pixels)
-        times = [timed(lambda encoder=encoder: encoder(pixels), device) for _ in range(2 * args.repeats)]
+        times = [timed(lambda encoder=encoder: encoder(pixels), device) for _ in range(repeats)]
         out[name] = {"available": True, "p50_ms": 1000 * statistics.median(times)}
-        print(f"encoder {name}: {out[name]['p50_ms']:.2f} ms", flush=True)
+        print(f"{module.graph_name} encoder {name}: {out[name]['p50_ms']:.2f} ms", flush=True)
     return out
+
+
+def bench_encoders(predictor: OspreyPredictor, args: argparse.Namespace, cache: Path) -> dict[str, dict]:
+    return bench_backends(predictor.model.vision_tower, predictor.model.device, 2 * args.repeats, cache)
 
 
 def markdown(result: dict) -> str:

@@ -32,11 +32,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import machine, timed
+from run_bench import bench_backends, machine, timed
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint, default_sam_checkpoint, parse_dtype
-from osprey_model.encoders import BACKENDS, BackendUnavailable, create_encoder
 from osprey_model.sam import (
     AutomaticMaskConfig,
     AutomaticMaskGenerator,
@@ -65,25 +64,6 @@ def load(preset: str, device: torch.device, dtype: torch.dtype) -> SamSegmenter:
     sam = sam.to(dtype)
     sam.prompt_encoder.float()
     return SamSegmenter(sam)
-
-
-def bench_encoders(segmenter: SamSegmenter, device: torch.device, repeats: int, cache: Path) -> dict[str, dict]:
-    size = segmenter.sam.image_encoder.img_size
-    pixels = torch.randn(1, 3, size, size, device=device)
-    encoder = SamImageEncoder(segmenter.sam.image_encoder)
-    out: dict[str, dict] = {}
-    for name in BACKENDS:
-        try:
-            backend = create_encoder(name, encoder, cache_dir=cache)
-        except (BackendUnavailable, RuntimeError, ImportError) as exc:
-            out[name] = {"available": False, "why": str(exc)}
-            continue
-        if backend.name != name:
-            out[name] = {"available": False, "why": f"fell back to {backend.name}"}
-            continue
-        out[name] = {"available": True, "p50_ms": median_ms(lambda b=backend: b(pixels), device, repeats)}
-        print(f"  encoder {name}: {out[name]['p50_ms']:.1f} ms", flush=True)
-    return out
 
 
 def test_frame(seed: int = 0) -> np.ndarray:
@@ -248,7 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["presets"][preset] = {
             "load_s": time.perf_counter() - start,
             "points_per_side": args.points_per_side,
-            "encoders": bench_encoders(segmenter, device, args.repeats, args.out / ".encoder-cache"),
+            "encoders": bench_backends(
+                SamImageEncoder(segmenter.sam.image_encoder), device, args.repeats, args.out / ".encoder-cache"
+            ),
             "prompts": bench_prompts(segmenter, image, device, args.repeats),
             "everything": bench_everything(segmenter, image, config, device, args.repeats),
             "frame": bench_frame(segmenter, predictor, image, config, device, args.repeats),

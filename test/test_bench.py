@@ -22,3 +22,17 @@ def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert result["encoders"]["torch"]["available"] and result["encoders"]["onnxruntime"]["available"]
     table = (tmp_path / "t.md").read_text()
     assert result["machine"] in table and "| 3 |" in table
+
+
+def test_sam_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("sam_bench", ROOT / "bench" / "sam_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--presets", "tiny", "--repeats", "1", "--points-per-side", "4", "--out", str(tmp_path), "--name", "s"])
+    result = json.loads((tmp_path / "s.json").read_text())
+    tiny = result["presets"]["tiny"]
+    assert tiny["encoders"]["torch"]["available"] and tiny["encoders"]["onnxruntime"]["available"]
+    assert set(tiny["prompts"]) == {"one_click_ms", "one_box_ms", "sixteen_clicks_ms"}
+    assert tiny["everything"]["ours_ms"] > 0 and tiny["everything"]["segment_anything_ms"] > 0
+    assert tiny["frame"]["frame_ms"] > 0
+    assert result["machine"] in (tmp_path / "s.md").read_text()

@@ -104,6 +104,8 @@ def state(tester: RosTester) -> str:
 def set_parameter(tester: RosTester, name: str, value) -> tuple[bool, str]:
     if isinstance(value, str):
         parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    elif isinstance(value, float):
+        parameter_value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     else:
         parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
     request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])

@@ -20,9 +20,11 @@ from osprey_interfaces.srv import SegmentAndDescribe
 from ros_harness import NodeProcess, RosTester, domain_id, ros_env
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Header
+from test_node_lifecycle import set_parameter
 
 from osprey_model.shapes import Shape, render
 from osprey_ros.image_conversion import image_to_numpy, numpy_to_image
+from osprey_ros.parameters import SPECS
 
 IMAGE_TOPIC = "/cam/image"
 WIDTH, HEIGHT = 320, 240
@@ -130,6 +132,21 @@ def test_a_blank_frame_gives_an_empty_message_not_an_error(ros) -> None:
     description, masks_msg = described(tester, np.full((HEIGHT, WIDTH, 3), 228, np.uint8))
     assert description.regions == [] and masks_msg.masks == [] and masks_msg.ids.tolist() == []
     assert "ERROR" not in node.log()[start:]
+
+
+def test_everything_settings_change_at_run_time_and_the_mask_source_does_not(ros) -> None:
+    _, tester = ros
+    image, _ = shapes_scene()
+    assert set_parameter(tester, "everything_pred_iou_thresh", 1.0) == (True, "")
+    try:
+        description, masks_msg = described(tester, image)
+        assert description.regions == [] and masks_msg.masks == []  # no predicted IoU exceeds 1
+    finally:
+        default = SPECS["everything_pred_iou_thresh"].default
+        assert set_parameter(tester, "everything_pred_iou_thresh", default) == (True, "")
+    assert len(described(tester, image)[0].regions) >= 2
+    ok, reason = set_parameter(tester, "mask_source", "topic")
+    assert not ok and "mask_source is read on configure" in reason
 
 
 def test_clicks_and_boxes_give_the_clicked_shapes_with_answers(ros) -> None:
