@@ -28,7 +28,7 @@ def test_sam_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("sam_bench", ROOT / "bench" / "sam_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["--presets", "tiny", "--repeats", "1", "--points-per-side", "4", "--out", str(tmp_path), "--name", "s"])
+    module.main(["--presets", "tiny", "--repeats", "1", "--points-per-side", "4", "--out", str(tmp_path), "--name=s"])
     result = json.loads((tmp_path / "s.json").read_text())
     tiny = result["presets"]["tiny"]
     assert tiny["encoders"]["torch"]["available"] and tiny["encoders"]["onnxruntime"]["available"]
