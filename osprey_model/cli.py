@@ -147,15 +147,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # An empty SAM mask is reported as such; an empty mask file is the user's error (describe says so).
         keep = [i for i, mask in enumerate(masks) if args.mask or np.asarray(mask).any()]
-        model = args.model or default_checkpoint()
-        predictor = OspreyPredictor.from_pretrained(model, args.clip, device=args.device, dtype=DTYPES[args.dtype])
-        described = predictor.describe(
-            image,
-            [masks[i] for i in keep],
-            prompt=args.prompt,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-        )
+        described = []
+        if keep:
+            model = args.model or default_checkpoint()
+            predictor = OspreyPredictor.from_pretrained(model, args.clip, device=args.device, dtype=DTYPES[args.dtype])
+            described = predictor.describe(
+                image,
+                [masks[i] for i in keep],
+                prompt=args.prompt,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+            )
     except (OSError, ValueError, CheckpointError) as exc:  # CheckpointError is a ValueError; named for readers
         print(f"osprey-describe: error: {exc}", file=sys.stderr)
         return 2

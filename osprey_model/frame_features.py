@@ -7,7 +7,8 @@ service asks about later, is never decoded or encoded twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -37,3 +38,19 @@ class FrameFeatures:
 
     def encoded(self) -> list[str]:
         return list(self._encoded)
+
+
+class EncoderRuns:
+    """Counts the encoder outputs computed during a block (``with runs.counting(frame): ...``), whatever the
+    encoder: how a caller tells a cached frame (0 runs) from a fresh one."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @contextmanager
+    def counting(self, frame: FrameFeatures) -> Iterator[None]:
+        before = len(frame.encoded())
+        try:
+            yield
+        finally:
+            self.total += len(frame.encoded()) - before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -73,24 +74,33 @@ class Report:
     regions: int = 0
     descriptions: list[tuple[float, RegionDescriptionArray]] = field(default_factory=list)
     masks: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # callbacks run on the executor's threads
 
     def on_descriptions(self, msg: RegionDescriptionArray) -> None:
-        self.descriptions.append((time.monotonic(), msg))
+        with self.lock:
+            self.descriptions.append((time.monotonic(), msg))
 
     def on_masks(self, msg: RegionMasks) -> None:
         from .image_conversion import mask_to_bool
 
-        self.masks[stamp_ns(msg.header.stamp)] = [mask_to_bool(m, i) for i, m in enumerate(msg.masks)]
+        masks = [mask_to_bool(m, i) for i, m in enumerate(msg.masks)]
+        with self.lock:
+            self.masks[stamp_ns(msg.header.stamp)] = masks
+            while len(self.masks) > 20:  # frames never described (dropped by the node) are forgotten
+                self.masks.pop(next(iter(self.masks)))
 
     def flush(self) -> None:
-        waiting = []
-        for arrived, msg in self.descriptions:
-            stamp = stamp_ns(msg.header.stamp)
-            if self.everything and stamp not in self.masks and time.monotonic() - arrived < MASKS_WAIT_S:
-                waiting.append((arrived, msg))
-                continue
-            self.print_frame(msg, self.masks.pop(stamp, None))
-        self.descriptions = waiting
+        with self.lock:
+            ready, waiting = [], []
+            for arrived, msg in self.descriptions:
+                stamp = stamp_ns(msg.header.stamp)
+                if self.everything and stamp not in self.masks and time.monotonic() - arrived < MASKS_WAIT_S:
+                    waiting.append((arrived, msg))
+                else:
+                    ready.append((msg, self.masks.pop(stamp, None)))
+            self.descriptions = waiting
+        for msg, masks in ready:
+            self.print_frame(msg, masks)
 
     def print_frame(self, msg: RegionDescriptionArray, masks: list[np.ndarray] | None) -> None:
         stamp = stamp_ns(msg.header.stamp)

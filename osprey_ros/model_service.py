@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from osprey_model import FrameFeatures
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from .perception_node import PerceptionNode
 
 
-def same_image(a: Image, b: Image) -> bool:
+def same_image(a: Image | CompressedImage, b: Image) -> bool:
+    """Whether a cached camera frame (raw or compressed) is the image a request sent (always raw)."""
+    if not isinstance(a, Image):
+        return False
     return (a.height, a.width, a.encoding, a.step) == (b.height, b.width, b.encoding, b.step) and bytes(
         a.data
     ) == bytes(b.data)
@@ -83,8 +86,11 @@ class ModelService:
             return self._error("the node is shutting down")
         exc = done.exception()
         if exc is None:
-            fields, header = done.result()
-            return self.srv_type.Response(success=True, stamp=header.stamp, **fields)
+            try:
+                fields, header = done.result()
+                return self.srv_type.Response(success=True, stamp=header.stamp, **fields)
+            except Exception as build_error:  # an answer that does not fit the message must still be answered
+                exc = build_error
         if isinstance(exc, KeyError) and exc.args:
             message = str(exc.args[0])
         elif isinstance(exc, ImageConversionError | ValueError | TimeoutError):
@@ -118,4 +124,5 @@ class ModelService:
             have = pipeline.frames.stamps()
             span = f"cached: {have[0] / 1e9:.3f}..{have[-1] / 1e9:.3f}" if have else "no frame cached yet"
             raise ValueError(f"no image in the request and no cached frame near stamp {wanted / 1e9:.3f} ({span})")
-        return node.frame_features(key, None), pipeline.frames.image_of(key).header
+        header = pipeline.frames.image_of(key).header  # before the features: the frame may leave the cache
+        return node.frame_features(key, None), header

@@ -125,8 +125,9 @@ def everything_config(settings: NodeSettings) -> AutomaticMaskConfig:
     )
 
 
-def load_segmenter(settings: NodeSettings) -> RegionSegmenter | None:
-    """SAM as the parameters name it; None for ``sam_preset: none``."""
+def load_segmenter(settings: NodeSettings, warn: Callable[[str], object]) -> RegionSegmenter | None:
+    """SAM as the parameters name it; None for ``sam_preset: none``, or when the embedded default is missing
+    (an install without it) and the masks come from a topic: then only ``~/segment_and_describe`` is lost."""
     if settings.sam_preset == "none":
         if settings.mask_source == "everything":
             raise ValueError("mask_source everything needs SAM: set sam_preset (tiny is embedded)")
@@ -134,7 +135,13 @@ def load_segmenter(settings: NodeSettings) -> RegionSegmenter | None:
     if settings.sam_checkpoint:
         checkpoint = Path(settings.sam_checkpoint)
     elif settings.sam_preset == "tiny":
-        checkpoint = default_sam_checkpoint()
+        try:
+            checkpoint = default_sam_checkpoint()
+        except FileNotFoundError as exc:
+            if settings.mask_source == "everything":
+                raise
+            warn(f"{exc}; running without SAM (~/segment_and_describe will say so)")
+            return None
     else:
         raise ValueError(f"sam_preset {settings.sam_preset} needs sam_checkpoint (e.g. sam_vit_h_4b8939.pth)")
     segmenter = SamSegmenter.from_pretrained(
@@ -173,7 +180,7 @@ class PerceptionNode(LifecycleNode):
                 torch.set_num_threads(settings.cpu_threads)
             predictor = self._given_predictor or load_predictor(settings)
             describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
-            segmenter = load_segmenter(settings)
+            segmenter = load_segmenter(settings, self.get_logger().warning)
         except Exception as exc:  # missing or broken weights, bad values; rclpy would swallow it without a word
             self.last_error = str(exc)
             if not self._starting:  # at start-up the one FATAL line says it
@@ -480,6 +487,8 @@ class PerceptionNode(LifecycleNode):
             "frames_cached": len(pipeline.frames.stamps()),
             "frames_encoded": pipeline.frames.encoded,
             "frames_encoded_for_service": self.describe_service.frames_encoded + self.segment_service.frames_encoded,
+            "encoder_runs_osprey": pipeline.describer.encoder_runs.total,
+            "encoder_runs_sam": pipeline.segmenter.encoder_runs.total if pipeline.segmenter else 0,
             "mask_source": self.settings.mask_source,
             "regions_found_last": stats.regions_found_last,
         }

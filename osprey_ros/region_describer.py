@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from osprey_model import FrameFeatures, OspreyPredictor
+from osprey_model.frame_features import EncoderRuns
 
 PROMPT_MODES = ("short", "category", "detailed")
 
@@ -38,11 +39,13 @@ class RegionDescriber:
         self.predictor = predictor
         self.prompt_mode = prompt_mode
         self.max_new_tokens = max_new_tokens
+        self.encoder_runs = EncoderRuns()  # frames Osprey's encoder ran on (a cached frame's features are reused)
 
     def describe(self, frame: FrameFeatures, masks: list[np.ndarray], ids: list[int]) -> list[RegionResult]:
         """Label (and, in detailed mode, describe) every mask. Raises ValueError for bad masks."""
         label_prompt = "category" if self.prompt_mode == "category" else "short"
-        labels = self.predictor.describe(frame, masks, prompt=label_prompt, max_new_tokens=self.max_new_tokens)
+        with self.encoder_runs.counting(frame):
+            labels = self.predictor.describe(frame, masks, prompt=label_prompt, max_new_tokens=self.max_new_tokens)
         details = (
             self.predictor.describe(frame, masks, prompt="detailed", max_new_tokens=self.max_new_tokens)
             if self.prompt_mode == "detailed"
@@ -55,6 +58,7 @@ class RegionDescriber:
 
     def answer(self, frame: FrameFeatures, masks: list[np.ndarray], question: str, max_new_tokens: int) -> list[str]:
         prompt = question.strip() or "short"
-        return self.predictor.describe(
-            frame, masks, prompt=prompt, max_new_tokens=max_new_tokens or self.max_new_tokens
-        )
+        with self.encoder_runs.counting(frame):
+            return self.predictor.describe(
+                frame, masks, prompt=prompt, max_new_tokens=max_new_tokens or self.max_new_tokens
+            )

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from osprey_model import FrameFeatures
+from osprey_model.frame_features import EncoderRuns
 from osprey_model.sam import AutomaticMaskConfig, AutomaticMaskGenerator, SamSegmenter
 from osprey_model.sam.segmenter import Prompt
 
@@ -33,6 +34,7 @@ class RegionSegmenter:
     def __init__(self, segmenter: SamSegmenter, everything: AutomaticMaskConfig) -> None:
         self.segmenter = segmenter
         self.generator = AutomaticMaskGenerator(segmenter, everything)
+        self.encoder_runs = EncoderRuns()  # frames SAM's encoder ran on (a cached frame's embedding is reused)
 
     @property
     def everything_config(self) -> AutomaticMaskConfig:
@@ -44,7 +46,8 @@ class RegionSegmenter:
 
     def everything(self, frame: FrameFeatures) -> Segmented:
         """Every region SAM finds, best first, at most ``max_masks``; none on a blank image."""
-        found = self.generator.generate(frame)
+        with self.encoder_runs.counting(frame):
+            found = self.generator.generate(frame)
         return Segmented(found.masks, found.scores, found.boxes)
 
     def mask_prompt(self, mask: np.ndarray) -> torch.Tensor:
@@ -63,6 +66,7 @@ class RegionSegmenter:
             kinds.setdefault((prompt.box is not None, prompt.mask_input is not None), []).append(i)
         for group in kinds.values():
             if group:
-                result = self.segmenter.segment(frame, [prompts[i] for i in group], multimask="best")
+                with self.encoder_runs.counting(frame):
+                    result = self.segmenter.segment(frame, [prompts[i] for i in group], multimask="best")
                 masks[group], scores[group], boxes[group] = result.masks[:, 0], result.scores[:, 0], result.boxes[:, 0]
         return Segmented(masks, scores, boxes)

@@ -187,8 +187,13 @@ def test_a_mask_prompt_is_sams_low_res_input(shipped_sam) -> None:
     image, masks = scene_with_masks(np.random.default_rng(30_002))
     logits = shipped_sam.mask_prompt(masks[0])
     assert logits.shape == (1, 64, 64) and logits.max() > 0 > logits.min()
-    result = shipped_sam.segment(image, [Prompt(points=np.argwhere(masks[0])[:1, ::-1], mask_input=logits)])
+    click = np.argwhere(masks[0])[:1, ::-1]
+    result = shipped_sam.segment(image, [Prompt(points=click, mask_input=logits)])
     assert result.masks.shape == (1, 1, *masks[0].shape)
+    without = shipped_sam.segment(image, [Prompt(points=click)])
+    assert not torch.equal(result.low_res_logits, without.low_res_logits)  # the mask reaches the decoder
+    alone = shipped_sam.segment(image, [Prompt(mask_input=logits)])  # a mask with no click or box
+    assert alone.masks.shape == (1, 1, *masks[0].shape)
     with pytest.raises(ValueError, match="prompt mask is empty"):
         shipped_sam.mask_prompt(np.zeros_like(masks[0]))
     with pytest.raises(ValueError, match="one \\(H, W\\) binary mask"):

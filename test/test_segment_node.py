@@ -182,14 +182,20 @@ def test_everything_on_a_cached_frame_reuses_its_features(ros) -> None:
     image, _ = shapes_scene()
     description, masks_msg = described(tester, image)
     tester.fresh_diagnostics()
-    encoded = int(tester.diagnostic("frames_encoded_for_service"))
+    keys = ("frames_encoded_for_service", "encoder_runs_osprey", "encoder_runs_sam")
+    before = {key: int(tester.diagnostic(key)) for key in keys}
+    assert before["encoder_runs_sam"] >= 1 and before["encoder_runs_osprey"] >= 1
     request = SegmentAndDescribe.Request(stamp=description.header.stamp, everything=True, question="What is <region>?")
     response = tester.call(request)
     assert response.success, response.message
     assert response.stamp == description.header.stamp
     assert len(response.masks) == len(masks_msg.masks)  # the same frame, the same regions
+    sent = SegmentAndDescribe.Request(image=numpy_to_image(image, "rgb8", header=next_header()), everything=True)
+    assert tester.call(sent).success  # a new image: both encoders run once more
     tester.fresh_diagnostics()
-    assert int(tester.diagnostic("frames_encoded_for_service")) == encoded
+    after = {key: int(tester.diagnostic(key)) for key in keys}
+    # The cached frame's SAM embedding and Osprey features were reused; only the sent image was encoded.
+    assert after == {key: value + 1 for key, value in before.items()}, (before, after)
 
 
 @pytest.mark.parametrize(
@@ -251,10 +257,11 @@ def test_a_prompt_mask_alone_is_accepted(ros) -> None:
     _, tester = ros
     image, truth = shapes_scene()
     request = SegmentAndDescribe.Request(image=numpy_to_image(image, "rgb8", header=next_header()))
-    request.prompts = [RegionPrompt(mask=mono8(truth[1]), points=[centre(truth[1])])]
+    request.prompts = [RegionPrompt(mask=mono8(truth[1])), RegionPrompt(points=[centre(truth[0])])]
     response = tester.call(request)
     assert response.success, response.message
-    assert len(response.masks) == 1
+    assert len(response.masks) == len(response.answers) == 2  # a mask-only prompt beside a click, in order
+    assert iou(image_to_numpy(response.masks[1]) > 0, truth[0]) > 0.7
 
 
 def test_without_sam_the_service_says_so_and_everything_mode_cannot_start(tiny_dir: Path, tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ flat coloured shapes on a plain background and nothing else; for real scenes use
 ## Reproduce
 
 ```bash
-{training["command"]} --out osprey_model/checkpoints/tiny-sam
+python -m training.train_tiny_sam --out osprey_model/checkpoints/tiny-sam --steps {training["steps"]} \\
+    --batch {training["batch_scenes"]} --lr {training["lr"]:g} --seed {training["seed"]}
 python -m training.sam_card osprey_model/checkpoints/tiny-sam
 ```
 

@@ -12,6 +12,7 @@ our regions may overlap, and Osprey describes each on its own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ class AutomaticMaskConfig:
     """Defaults are SAM's (IoU 0.88, stability 0.95, NMS 0.7) with a coarser grid for robots' frame rates."""
 
     points_per_side: int = 16
-    points_per_batch: int = 64  # bounds decoder memory: each prompt repeats the image embedding
+    points_per_batch: int = 64  # bounds decoder memory: each prompt repeats the image embedding; filters run per batch
     pred_iou_thresh: float = 0.88
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
@@ -64,38 +65,42 @@ class AutomaticMasks:
 
 @dataclass
 class Candidates:
-    """Decoded candidate masks at low resolution, cropped to the image's part of the padded frame."""
+    """Decoded candidate masks at the decoder's low resolution."""
 
-    logits: torch.Tensor  # (M, h, w)
+    logits: torch.Tensor  # (M, h, w): the image's part of the padded low-res frame (what the filters see)
     scores: torch.Tensor  # (M,) predicted IoU
-    points: torch.Tensor  # (M, 2) image pixels
+    points: torch.Tensor  # (M, 2) image pixels, on the CPU
+    padded: torch.Tensor | None = None  # (M, H_low, W_low): the decoder's whole frame, for upscaling
+
+
+def passes_filters(logits: torch.Tensor, scores: torch.Tensor, config: AutomaticMaskConfig) -> torch.Tensor:
+    """(M,) bool: predicted IoU, stability and area; an empty mask's stability is NaN, so it fails."""
+    stability = calculate_stability_score(logits, 0.0, config.stability_score_offset)
+    area = (logits > 0).flatten(1).sum(1).float() / max(logits.shape[-1] * logits.shape[-2], 1)
+    return (
+        (scores > config.pred_iou_thresh)
+        & (stability >= config.stability_score_thresh)
+        & (area >= config.min_area_fraction)
+        & (area <= config.max_area_fraction)
+    )
 
 
 def select_masks(candidates: Candidates, config: AutomaticMaskConfig, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Indices of the candidates kept, best score first: predicted IoU, stability, area, box NMS, cap.
+    """Indices (on the CPU) of the candidates kept, best score first: the filters, box NMS, the cap.
 
     Pure tensor work on low-res logits, so it is testable without a trained SAM.
     """
     logits, scores = candidates.logits, candidates.scores
-    stability = calculate_stability_score(logits, 0.0, config.stability_score_offset)
-    binary = logits > 0
-    area = binary.flatten(1).sum(1).float() / max(logits.shape[-1] * logits.shape[-2], 1)
-    keep = (
-        (scores > config.pred_iou_thresh)
-        & (stability >= config.stability_score_thresh)  # an empty mask's stability is NaN: dropped
-        & (area >= config.min_area_fraction)
-        & (area <= config.max_area_fraction)
-    )
-    index = torch.nonzero(keep).flatten()
+    index = torch.nonzero(passes_filters(logits, scores, config)).flatten()
     if not len(index):
-        return index
+        return index.cpu()
     height, width = image_hw
     scale = torch.tensor(
         [width / logits.shape[-1], height / logits.shape[-2]] * 2, dtype=torch.float32, device=logits.device
     )
-    boxes = (batched_mask_to_box(binary[index]).float() + torch.tensor([0, 0, 1, 1], device=logits.device)) * scale
-    survivors = nms(boxes, scores[index].float(), config.box_nms_thresh)
-    return index[survivors][: config.max_masks]
+    corners = batched_mask_to_box(logits[index] > 0).float() + torch.tensor([0, 0, 1, 1], device=logits.device)
+    survivors = nms(corners * scale, scores[index].float(), config.box_nms_thresh)
+    return index[survivors][: config.max_masks].cpu()
 
 
 class AutomaticMaskGenerator:
@@ -119,17 +124,18 @@ class AutomaticMaskGenerator:
                 boxes=np.zeros((0, 4), np.int64),
                 points=np.zeros((0, 2), np.float32),
             )
-        low_res = self.padded_logits(candidates.logits[kept], frame)
-        masks = segmenter.upscale(frame, low_res[:, None])[:, 0]
-        nonempty = masks.reshape(len(masks), -1).any(axis=1)  # a sliver can vanish when upscaled
-        kept, masks = kept[torch.from_numpy(nonempty)], masks[nonempty]
-        stability = calculate_stability_score(candidates.logits[kept], 0.0, self.config.stability_score_offset)
+        assert candidates.padded is not None
+        device_index = kept.to(candidates.logits.device)
+        masks = segmenter.upscale(frame, candidates.padded[device_index][:, None])[:, 0]
+        nonempty = torch.from_numpy(masks.reshape(len(masks), -1).any(axis=1))  # a sliver can vanish upscaled
+        kept, device_index, masks = kept[nonempty], device_index[nonempty.to(device_index.device)], masks[nonempty]
+        stability = calculate_stability_score(candidates.logits[device_index], 0.0, self.config.stability_score_offset)
         return AutomaticMasks(
             masks=masks,
-            scores=candidates.scores[kept].cpu().numpy(),
+            scores=candidates.scores[device_index].cpu().numpy(),
             stability=stability.cpu().numpy(),
             boxes=mask_boxes(masks),
-            points=candidates.points[kept].cpu().numpy(),
+            points=candidates.points[kept].numpy(),
         )
 
     def grid_points(self, image_hw: tuple[int, int]) -> np.ndarray:
@@ -138,34 +144,32 @@ class AutomaticMaskGenerator:
         return build_point_grid(self.config.points_per_side) * np.array([width, height], np.float64)
 
     def candidates(self, frame: SamFrame) -> Candidates:
-        """All three candidates of every grid point, decoded ``points_per_batch`` prompts at a time."""
+        """Every grid point's three candidates, decoded ``points_per_batch`` prompts at a time; only those that
+        pass the filters are kept, so memory holds one batch and the survivors."""
         segmenter = self.segmenter
         grid = self.grid_points(frame.image_hw)
         valid_h, valid_w = self.low_res_valid_size(frame)
-        logits, scores, points = [], [], []
+        padded, scores, points = [], [], []
         for start in range(0, len(grid), self.config.points_per_batch):
             batch = grid[start : start + self.config.points_per_batch]
             coords = segmenter.transform.apply_coords(batch.astype(np.float32), frame.image_hw)
             coords_t = torch.as_tensor(coords, dtype=torch.float32, device=segmenter.device)[:, None]
             labels = torch.ones(len(batch), 1, dtype=torch.int64, device=segmenter.device)
             low_res, iou = segmenter.decode(frame, coords_t, labels, multimask=True)
-            logits.append(low_res[..., :valid_h, :valid_w].flatten(0, 1))
-            scores.append(iou.flatten())
-            points.append(torch.as_tensor(batch, dtype=torch.float32).repeat_interleave(low_res.shape[1], dim=0))
-        return Candidates(logits=torch.cat(logits), scores=torch.cat(scores), points=torch.cat(points))
-
-    def low_res_valid_size(self, frame: SamFrame) -> tuple[int, int]:
-        """The low-res frame covers the padded square input; this is the image's part of it."""
-        size = self.segmenter.sam.image_encoder.img_size
-        low = self.segmenter.sam.prompt_encoder.mask_input_size[0]
-        return (
-            max(1, round(frame.input_hw[0] * low / size)),
-            max(1, round(frame.input_hw[1] * low / size)),
+            low_res, iou = low_res.flatten(0, 1), iou.flatten()
+            keep = passes_filters(low_res[..., :valid_h, :valid_w], iou, self.config)
+            padded.append(low_res[keep])
+            scores.append(iou[keep])
+            grid_xy = torch.as_tensor(batch, dtype=torch.float32).repeat_interleave(len(iou) // len(batch), dim=0)
+            points.append(grid_xy[keep.cpu()])
+        full = torch.cat(padded)
+        return Candidates(
+            logits=full[..., :valid_h, :valid_w], scores=torch.cat(scores), points=torch.cat(points), padded=full
         )
 
-    def padded_logits(self, cropped: torch.Tensor, frame: SamFrame) -> torch.Tensor:
-        """Back into the padded low-res frame that ``postprocess_masks`` expects (padding is background)."""
-        low = self.segmenter.sam.prompt_encoder.mask_input_size
-        out = torch.full((len(cropped), *low), -1e4, dtype=cropped.dtype, device=cropped.device)
-        out[:, : cropped.shape[-2], : cropped.shape[-1]] = cropped
-        return out
+    def low_res_valid_size(self, frame: SamFrame) -> tuple[int, int]:
+        """The low-res frame covers the padded square input; this is the image's part of it (a partly covered
+        row or column counts)."""
+        size = self.segmenter.sam.image_encoder.img_size
+        low = self.segmenter.sam.prompt_encoder.mask_input_size[0]
+        return math.ceil(frame.input_hw[0] * low / size), math.ceil(frame.input_hw[1] * low / size)
