@@ -83,6 +83,33 @@ def evaluate(
     }
 
 
+VALIDATION_SEED = 50_000  # scenes for choosing the generator's thresholds, apart from the card's held-out ones
+
+
+def amg_scores(segmenter: SamSegmenter, config: AutomaticMaskConfig, seeds: range) -> tuple[float, float]:
+    """Recall and precision of automatic mask generation on the scenes of ``seeds``."""
+    generator = AutomaticMaskGenerator(segmenter, config)
+    shapes = predicted = matched = 0
+    for seed in seeds:
+        image, masks = scene(np.random.default_rng(seed))
+        found = generator.generate(image)
+        shapes, predicted = shapes + len(masks), predicted + len(found)
+        matched += len(match(found.masks, masks))
+    return matched / max(shapes, 1), matched / max(predicted, 1)
+
+
+def sweep(segmenter: SamSegmenter, scenes: int) -> list[dict[str, float]]:
+    """Recall / precision over predicted-IoU and stability thresholds on validation scenes (not the card's)."""
+    rows = []
+    for iou in (0.7, 0.8, 0.88):
+        for stability in (0.85, 0.9, 0.95):
+            config = AutomaticMaskConfig(pred_iou_thresh=iou, stability_score_thresh=stability)
+            recall, precision = amg_scores(segmenter, config, range(VALIDATION_SEED, VALIDATION_SEED + scenes))
+            rows.append({"pred_iou_thresh": iou, "stability": stability, "recall": recall, "precision": precision})
+            print(f"pred IoU > {iou}, stability >= {stability}: recall {recall:.3f}, precision {precision:.3f}")
+    return rows
+
+
 def write_card(checkpoint: Path, scores: dict[str, float], scenes: int, amg: AutomaticMaskConfig) -> Path:
     training = json.loads((checkpoint / "training.json").read_text())
     size_mb = (checkpoint / WEIGHTS_FILE).stat().st_size / 1e6
@@ -150,8 +177,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument(
+        "--sweep", type=int, default=0, help="only print recall / precision per threshold on N validation scenes"
+    )
     args = parser.parse_args(argv)
     segmenter = SamSegmenter.from_pretrained("tiny", args.checkpoint / WEIGHTS_FILE)
+    if args.sweep:
+        sweep(segmenter, args.sweep)
+        return
     amg = AutomaticMaskConfig()
     scores = evaluate(segmenter, args.scenes, amg)
     results = {"held_out_scenes": args.scenes, "eval_seed": EVAL_SEED, "amg": amg.__dict__, **scores}
