@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osprey_model.sam import AutomaticMaskConfig, AutomaticMaskGenerator, SamSegmenter
+from osprey_model.sam import AutomaticMaskConfig, AutomaticMaskGenerator, SamSegmenter, build_sam, get_sam_preset
 from osprey_model.sam.segmenter import Prompt
 
 from .train_tiny_sam import WEIGHTS_FILE, random_prompt, scene
@@ -113,6 +113,8 @@ def sweep(segmenter: SamSegmenter, scenes: int) -> list[dict[str, float]]:
 def write_card(checkpoint: Path, scores: dict[str, float], scenes: int, amg: AutomaticMaskConfig) -> Path:
     training = json.loads((checkpoint / "training.json").read_text())
     size_mb = (checkpoint / WEIGHTS_FILE).stat().st_size / 1e6
+    preset = get_sam_preset("tiny")
+    parameters = sum(p.numel() for p in build_sam(preset).parameters())
     text = f"""# tiny-sam: the embedded default segmenter
 
 A tiny SAM trained by this project, on CPU, on its synthetic shapes world. The node's `everything` mode,
@@ -133,10 +135,13 @@ Training took {training["minutes"]} minutes on {platform.machine()}, 2 CPU cores
 
 ## Model
 
-segment-anything 1.0's own modules (`osprey_model/sam`, preset `tiny`): a ViT image encoder 64 wide, 2 blocks
-(one global), 256 px input, 16×16 embedding; the released prompt encoder and a two-way-transformer mask
-decoder (2 layers, MLP 512) with three candidate masks and an IoU head. 3.3 M parameters, stored in fp16
-(`{WEIGHTS_FILE}`, {size_mb:.1f} MB), loaded into fp32.
+segment-anything 1.0's own modules (`osprey_model/sam`, preset `tiny`): a ViT image encoder
+{preset.encoder_embed_dim} wide, {preset.encoder_depth} blocks ({len(preset.encoder_global_attn_indexes)} global,
+the rest in {preset.window_size}×{preset.window_size} windows), {preset.image_size} px input,
+{preset.image_size // 16}×{preset.image_size // 16} embedding; the released prompt encoder and a
+two-way-transformer mask decoder ({preset.decoder_depth} layers, MLP {preset.decoder_mlp_dim}) with three candidate
+masks and an IoU head. {parameters / 1e6:.1f} M parameters, stored in fp16 (`{WEIGHTS_FILE}`, {size_mb:.1f} MB),
+loaded into fp32.
 
 ## Training (`training/train_tiny_sam.py`)
 

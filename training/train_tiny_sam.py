@@ -7,8 +7,9 @@ image), by points in one step and by boxes in the next; three candidate masks pe
 (20 × focal + dice) taken on the best of the three, and the IoU head regressed on each candidate's true
 IoU. A point on the background has an empty target (its true IoU is 0), so the IoU head learns to score
 background prompts low and automatic mask generation drops them: on the shapes world the background is not
-a region. Everything is trained, as the released SAM is; the image encoder is the ``tiny`` preset's 0.78 M
-parameter ViT at 256 px. The card's figures are computed from the saved file by ``training.sam_card``.
+a region. Everything is trained, as the released SAM is; the image encoder is the ``tiny`` preset's ViT
+(128 wide, 4 blocks, 1.6 M parameters) at 256 px. The card's figures are computed from the saved file by
+``training.sam_card``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def train_step(segmenter: SamSegmenter, rng: np.random.Generator, batch: int, ki
 
 
 def save_weights(segmenter: SamSegmenter, out: Path) -> Path:
-    """fp16 on disk (3.3 M parameters, 6.5 MB); loaded into fp32 by ``load_sam``."""
+    """fp16 on disk (4 M parameters, 8 MB); loaded into fp32 by ``load_sam``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / WEIGHTS_FILE
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in segmenter.sam.state_dict().items()}

@@ -127,8 +127,9 @@ class AutomaticMaskGenerator:
         assert candidates.padded is not None
         device_index = kept.to(candidates.logits.device)
         masks = segmenter.upscale(frame, candidates.padded[device_index][:, None])[:, 0]
-        nonempty = torch.from_numpy(masks.reshape(len(masks), -1).any(axis=1))  # a sliver can vanish upscaled
-        kept, device_index, masks = kept[nonempty], device_index[nonempty.to(device_index.device)], masks[nonempty]
+        nonempty = masks.reshape(len(masks), -1).any(axis=1)  # a sliver can vanish when upscaled
+        masks, kept = masks[nonempty], kept[torch.from_numpy(nonempty)]
+        device_index = kept.to(candidates.logits.device)
         stability = calculate_stability_score(candidates.logits[device_index], 0.0, self.config.stability_score_offset)
         return AutomaticMasks(
             masks=masks,

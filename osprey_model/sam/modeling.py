@@ -42,9 +42,9 @@ SAM_PRESETS: dict[str, SamConfig] = {
     "vit_h": SamConfig(1280, 32, 16, (7, 15, 23, 31)),
     "vit_l": SamConfig(1024, 24, 16, (5, 11, 17, 23)),
     "vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11)),
-    # Same code paths at toy size (3.3 M parameters): 256 px input, 16x16 embedding, 64x64 low-res masks; the
+    # Same code paths at toy size (4 M parameters): 256 px input, 16x16 embedding, 64x64 low-res masks; the
     # decoder's MLP is 512 wide (2048 released) so the shipped checkpoint stays small.
-    "tiny": SamConfig(64, 2, 2, (1,), image_size=256, window_size=4, decoder_mlp_dim=512),
+    "tiny": SamConfig(128, 4, 4, (1, 3), image_size=256, window_size=4, decoder_mlp_dim=512),
 }
 
 
