@@ -43,6 +43,7 @@ setup(
     entry_points={
         "console_scripts": [
             "osprey-describe = osprey_model.cli:main",
+            "osprey-segment = osprey_model.lisa.cli:main",
             "osprey-make-tiny = osprey_model.tiny:main",
             "osprey_perception_node = osprey_ros.perception_node:main",
             "synthetic_camera = osprey_ros.synthetic_camera:main",

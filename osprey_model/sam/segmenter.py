@@ -158,6 +158,28 @@ class SamSegmenter:
         )
         return low_res.float(), iou.float()
 
+    def decode_prompt_embeddings(
+        self, frame: SamFrame, embeddings: torch.Tensor, multimask: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts that are embeddings already (N, 256), e.g. LISA's projected ``[SEG]`` states → low-res
+        logits (N, K, h, w) and predicted IoU (N, K), fp32.
+
+        What LISA's patched prompt encoder does, without patching the package: the stock encoder with no
+        prompt gives an empty sparse set and the no-mask dense embedding; each embedding becomes a one-token
+        sparse prompt, and the dense one is repeated per prompt. Gradients flow (training uses this too).
+        """
+        dtype = self.decoder_dtype
+        sparse, dense = self.sam.prompt_encoder(points=None, boxes=None, masks=None)
+        sparse = torch.cat([sparse.expand(len(embeddings), -1, -1), embeddings[:, None].to(sparse.dtype)], dim=1)
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=frame.embedding,
+            image_pe=self.sam.prompt_encoder.get_dense_pe().to(dtype),
+            sparse_prompt_embeddings=sparse.to(dtype),
+            dense_prompt_embeddings=dense.expand(len(embeddings), -1, -1, -1).to(dtype),
+            multimask_output=multimask,
+        )
+        return low_res.float(), iou.float()
+
     @torch.inference_mode()
     def upscale(self, frame: SamFrame, low_res: torch.Tensor) -> np.ndarray:
         """Low-res logits (N, K, h, w) → bool masks (N, K, H, W) at the image's size."""
