@@ -153,24 +153,25 @@ class LisaForCausalLM(nn.Module):
     def load_released_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Every key used or documented as ignored; none missing (SAM's pixel mean/std are not stored)."""
         own: dict[str, torch.Tensor] = {}
+        theirs: dict[str, str] = {}  # errors name the file's keys
         ignored = []
         for key, tensor in state.items():
             name = own_name(key)
             if name is None:
                 ignored.append(key)
             else:
-                own[name] = tensor
+                own[name], theirs[name] = tensor, key
         try:
             result = self.load_state_dict(own, strict=False)
         except RuntimeError as exc:  # shape mismatches: another preset's file
             first = str(exc).splitlines()[1:2] or [str(exc)]
             raise checkpoint_io.CheckpointError(f"checkpoint does not match the model: {first[0].strip()}") from exc
-        missing = [k for k in result.missing_keys if not k.startswith("vision_tower.")]
+        missing = [released_name(k) or k for k in result.missing_keys if not k.startswith("vision_tower.")]
         if missing or result.unexpected_keys:
             raise checkpoint_io.CheckpointError(
                 "checkpoint does not match the LISA model: "
                 f"missing {checkpoint_io.describe_keys(missing) or 'none'}; "
-                f"unexpected {checkpoint_io.describe_keys(result.unexpected_keys) or 'none'}"
+                f"unexpected {checkpoint_io.describe_keys(theirs[k] for k in result.unexpected_keys) or 'none'}"
             )
         logger.info("loaded %d LISA weights; ignored %d (rotary caches, CLIP copies)", len(own), len(ignored))
 
