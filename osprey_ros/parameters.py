@@ -166,6 +166,21 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         choices=("torch", "compile", "onnxruntime", "tensorrt"),
     ),
     ParamSpec(
+        "lisa_model_dir",
+        "",
+        "LISA checkpoint folder (e.g. LISA-7B-v1) for ~/reason_segment; empty = LISA not loaded (the node stays "
+        "as light as without it).",
+    ),
+    ParamSpec(
+        "lisa_clip_dir",
+        "",
+        "LISA's CLIP tower folder (openai/clip-vit-large-patch14); empty = the one config.json names, looked for "
+        "in and beside lisa_model_dir.",
+    ),
+    ParamSpec(
+        "lisa_max_new_tokens", 64, "Most tokens of a LISA answer (a request may ask fewer).", min_value=1, max_value=512
+    ),
+    ParamSpec(
         "everything_points_per_side",
         16,
         "Everything mode: SAM is prompted with a grid of this many points per side.",
@@ -250,6 +265,9 @@ class NodeSettings:
     sam_preset: str
     sam_checkpoint: str
     sam_encoder_backend: str
+    lisa_model_dir: str
+    lisa_clip_dir: str
+    lisa_max_new_tokens: int
     everything_points_per_side: int
     everything_pred_iou_thresh: float
     everything_stability_thresh: float

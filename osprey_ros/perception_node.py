@@ -58,7 +58,9 @@ from .parameters import (
     declare_parameters,
     read_settings,
 )
+from .reason_service import ReasonService
 from .region_describer import RegionDescriber, RegionResult
+from .region_reasoner import RegionReasoner
 from .region_segmenter import RegionSegmenter
 from .segment_service import SegmentService
 from .stamps import stamp_ns
@@ -94,6 +96,7 @@ class Pipeline:
 
     describer: RegionDescriber
     segmenter: RegionSegmenter | None  # None when sam_preset is none
+    reasoner: RegionReasoner | None  # None unless lisa_model_dir names a LISA checkpoint
     frames: FrameStore[CameraImage, FrameFeatures]
     sync: ApproximateTimeSync[Frame, RegionMasks]
     worker: ModelWorker[FrameJob]
@@ -155,6 +158,22 @@ def load_segmenter(settings: NodeSettings, warn: Callable[[str], object]) -> Reg
     return RegionSegmenter(segmenter, everything_config(settings))
 
 
+def load_reasoner(settings: NodeSettings) -> RegionReasoner | None:
+    """LISA when ``lisa_model_dir`` names a checkpoint; imported only then, so the node stays as light."""
+    if not settings.lisa_model_dir:
+        return None
+    from osprey_model.lisa import LisaPredictor
+
+    predictor = LisaPredictor.from_pretrained(
+        settings.lisa_model_dir,
+        settings.lisa_clip_dir or None,
+        device=settings.device,
+        dtype=parse_dtype(settings.dtype),
+        image_limits=ImageLimits(settings.max_image_pixels, settings.max_aspect_ratio),
+    )
+    return RegionReasoner(predictor, settings.lisa_max_new_tokens)
+
+
 class PerceptionNode(LifecycleNode):
     def __init__(self, predictor: OspreyPredictor | None = None, **kwargs) -> None:
         """``predictor``: an already loaded model (tests, the demo); else configure loads one."""
@@ -181,6 +200,7 @@ class PerceptionNode(LifecycleNode):
             predictor = self._given_predictor or load_predictor(settings)
             describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
             segmenter = load_segmenter(settings, self.get_logger().warning)
+            reasoner = load_reasoner(settings)
         except Exception as exc:  # missing or broken weights, bad values; rclpy would swallow it without a word
             self.last_error = str(exc)
             if not self._starting:  # at start-up the one FATAL line says it
@@ -191,7 +211,9 @@ class PerceptionNode(LifecycleNode):
             settings.slop, settings.sync_queue_size, settings.sync_timeout
         )
         worker: ModelWorker[FrameJob] = ModelWorker(self._process_frame, self._on_worker_error)
-        self.pipeline = pipeline = Pipeline(describer, segmenter, FrameStore(settings.cache_size), sync, worker)
+        self.pipeline = pipeline = Pipeline(
+            describer, segmenter, reasoner, FrameStore(settings.cache_size), sync, worker
+        )
         # Planners and RViz may ask for reliable delivery; a reliable publisher serves both kinds of subscriber.
         output_qos = QoSProfile(
             depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
@@ -200,20 +222,26 @@ class PerceptionNode(LifecycleNode):
         self.overlay_pub = self.create_lifecycle_publisher(Image, "~/overlay", output_qos)
         # The masks SAM made in everything mode, for other nodes (trackers, planners) to use.
         self.region_masks_pub = self.create_lifecycle_publisher(RegionMasks, "~/region_masks", output_qos)
+        # The masks LISA found for ~/reason_segment queries, for other nodes.
+        self.reason_masks_pub = self.create_lifecycle_publisher(RegionMasks, "~/reason_masks", output_qos)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.describe_service = DescribeService(self)
         self.segment_service = SegmentService(self)
+        self.reason_service = ReasonService(self, self.reason_masks_pub.publish)
         diagnostics_timer = self.create_timer(settings.diagnostics_period, self._publish_diagnostics, self.inputs_group)
         pipeline.teardown += [
             partial(self.destroy_lifecycle_publisher, self.descriptions_pub),
             partial(self.destroy_lifecycle_publisher, self.overlay_pub),
             partial(self.destroy_lifecycle_publisher, self.region_masks_pub),
+            partial(self.destroy_lifecycle_publisher, self.reason_masks_pub),
             partial(self.destroy_publisher, self.diagnostics_pub),
             partial(self.destroy_service, self.describe_service.service),
             partial(self.destroy_service, self.segment_service.service),
+            partial(self.destroy_service, self.reason_service.service),
             partial(self.destroy_timer, diagnostics_timer),
         ]
         sam = f", SAM {settings.sam_preset}" if segmenter is not None else ", no SAM"
+        sam += f", LISA {Path(settings.lisa_model_dir).name}" if reasoner is not None else ""
         self.get_logger().info(
             f"configured: model {self.model_name}{sam} loaded on {settings.device}/{settings.dtype}, "
             f"regions from {settings.mask_source}"
@@ -486,9 +514,12 @@ class PerceptionNode(LifecycleNode):
             "latency_ms_mean": f"{mean_ms:.1f}",
             "frames_cached": len(pipeline.frames.stamps()),
             "frames_encoded": pipeline.frames.encoded,
-            "frames_encoded_for_service": self.describe_service.frames_encoded + self.segment_service.frames_encoded,
+            "frames_encoded_for_service": sum(
+                service.frames_encoded for service in (self.describe_service, self.segment_service, self.reason_service)
+            ),
             "encoder_runs_osprey": pipeline.describer.encoder_runs.total,
             "encoder_runs_sam": pipeline.segmenter.encoder_runs.total if pipeline.segmenter else 0,
+            "encoder_runs_lisa": pipeline.reasoner.encoder_runs.total if pipeline.reasoner else 0,
             "mask_source": self.settings.mask_source,
             "regions_found_last": stats.regions_found_last,
         }

@@ -20,7 +20,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from osprey_interfaces.msg import RegionDescriptionArray, RegionMasks
-from osprey_interfaces.srv import DescribeRegions, SegmentAndDescribe
+from osprey_interfaces.srv import DescribeRegions, ReasonSegment, SegmentAndDescribe
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -113,12 +113,15 @@ class RosTester:
         self.overlays: list[Image] = []
         self.diagnostics: list[DiagnosticArray] = []
         self.region_masks: list[RegionMasks] = []  # what the node's SAM made (everything mode)
+        self.reason_masks: list[RegionMasks] = []  # what LISA found for ~/reason_segment
         self.node.create_subscription(RegionDescriptionArray, f"{node_ns}/descriptions", self.descriptions.append, qos)
         self.node.create_subscription(Image, f"{node_ns}/overlay", self.overlays.append, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.node.create_subscription(RegionMasks, f"{node_ns}/region_masks", self.region_masks.append, qos)
+        self.node.create_subscription(RegionMasks, f"{node_ns}/reason_masks", self.reason_masks.append, qos)
         self.client = self.node.create_client(DescribeRegions, f"{node_ns}/describe")
         self.segment_client = self.node.create_client(SegmentAndDescribe, f"{node_ns}/segment_and_describe")
+        self.reason_client = self.node.create_client(ReasonSegment, f"{node_ns}/reason_segment")
 
     def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -135,14 +138,18 @@ class RosTester:
                 and (self.masks_pub.get_subscription_count() > 0 or not masks_topic)
                 and self.client.service_is_ready()
                 and self.segment_client.service_is_ready()
+                and self.reason_client.service_is_ready()
             ),
             timeout,
             "the node's subscriptions and services",
         )
 
     def call(self, request: Any, timeout: float = 60.0) -> Any:
-        """``~/describe`` or ``~/segment_and_describe``, by the request's type."""
-        client = self.segment_client if isinstance(request, SegmentAndDescribe.Request) else self.client
+        """``~/describe``, ``~/segment_and_describe`` or ``~/reason_segment``, by the request's type."""
+        client = {
+            SegmentAndDescribe.Request: self.segment_client,
+            ReasonSegment.Request: self.reason_client,
+        }.get(type(request), self.client)
         future = client.call_async(request)
         self.spin_until(future.done, timeout, "the service response")
         return future.result()

@@ -298,3 +298,15 @@ def test_without_sam_the_service_says_so_and_everything_mode_cannot_start(tiny_d
     assert result.returncode == 1 and "Traceback" not in output, output
     fatal = [line for line in output.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and "mask_source everything needs SAM" in fatal[0], output
+
+
+def test_without_lisa_reason_segment_says_it_is_not_loaded(ros) -> None:
+    from osprey_interfaces.srv import ReasonSegment
+
+    _, tester = ros
+    image, _ = shapes_scene()
+    response = tester.call(
+        ReasonSegment.Request(image=numpy_to_image(image, "rgb8", header=next_header()), query="Where is the cup?")
+    )
+    assert not response.success
+    assert response.message == "LISA is not loaded: set lisa_model_dir (and lisa_clip_dir) and reconfigure the node"
