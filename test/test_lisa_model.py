@@ -19,7 +19,7 @@ from transformers import CLIPVisionConfig
 from osprey_model import FrameFeatures
 from osprey_model.checkpoint_io import CheckpointError
 from osprey_model.lisa import LisaConfig, LisaForCausalLM, LisaPredictor, get_lisa_preset
-from osprey_model.lisa.generation import generate_with_seg, seg_states_uncached
+from osprey_model.lisa.generation import generate_batch_with_seg, generate_with_seg, seg_states_uncached
 from osprey_model.lisa.modeling_lisa import own_name, released_name
 from osprey_model.lisa.prompting import LisaTokens, tokenize_lisa_prompt
 from osprey_model.lisa.tiny import create_tiny_lisa, lisa_tokenizer
@@ -247,3 +247,27 @@ def test_bf16_keeps_rotary_frequencies_and_sams_prompt_encoder_in_fp32(tmp_path:
     result = predictor.segment(IMAGE, "Where is it?", max_new_tokens=8)
     assert result.answer == "Sure, [SEG]." and result.masks.shape == (1, 240, 320)
     shutil.rmtree(model_dir)
+
+
+def test_several_queries_about_one_frame_in_one_batch_answer_as_one_at_a_time(random_lisa: LisaPredictor) -> None:
+    queries = ["Where is it?", "Which object could hold water? Please output segmentation mask.", "Find the cup."]
+    model = random_lisa.model
+    frame = random_lisa.frame(IMAGE)
+    prompts = [model.splice(random_lisa.prompt_ids(q, 10), frame.image_tokens) for q in queries]
+    alone = [generate_with_seg(model, p, seg_token_id=-1, eos_token_id=-1, max_new_tokens=10) for p in prompts]
+    token = alone[1].tokens[3]  # a token the model does generate plays [SEG], so states are gathered in the batch
+    alone = [generate_with_seg(model, p, seg_token_id=token, eos_token_id=-1, max_new_tokens=10) for p in prompts]
+    batched = generate_batch_with_seg(model, prompts, seg_token_id=token, eos_token_id=-1, max_new_tokens=10)
+    assert [b.tokens for b in batched] == [a.tokens for a in alone]  # prompts of different lengths, left-padded
+    for a, b in zip(alone, batched, strict=True):
+        torch.testing.assert_close(b.seg_states, a.seg_states, atol=1e-4, rtol=1e-4)
+    results = random_lisa.segment_many(IMAGE, queries, max_new_tokens=10)
+    assert [r.answer for r in results] == [random_lisa.segment(IMAGE, q, max_new_tokens=10).answer for q in queries]
+
+
+def test_the_llama2_13b_token_map_loads_and_segments(tmp_path: Path) -> None:
+    model_dir, clip_dir = create_tiny_lisa(tmp_path, token_map="13b-llama2", answer_chain=SURE)
+    predictor = LisaPredictor.from_pretrained(model_dir, clip_dir)
+    assert predictor.tokens.seg == 32000 and predictor.model.config.vocab_size == 32003
+    result = predictor.segment(IMAGE, "Where is the red circle?", max_new_tokens=8)
+    assert result.answer == "Sure, [SEG]." and len(result.masks) == 1

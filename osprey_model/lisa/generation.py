@@ -70,3 +70,57 @@ def seg_states_uncached(
     hidden = model.language_model.model(inputs_embeds=sequence[None], use_cache=False).last_hidden_state[0]
     before_seg = (ids == seg_token_id).nonzero().flatten() + len(prompt_embeds) - 1
     return hidden[before_seg]
+
+
+@torch.inference_mode()
+def generate_batch_with_seg(
+    model: LisaForCausalLM,
+    prompts: list[torch.Tensor],
+    *,
+    seg_token_id: int,
+    eos_token_id: int,
+    max_new_tokens: int,
+) -> list[SegGeneration]:
+    """Several prompts about one frame decoded together (left-padded, one KV cache, per-row stopping): on a
+    GPU the decoder's weights are read once per step for all of them. Greedy answers equal one-by-one ones."""
+    decoder, lm_head = model.language_model.model, model.language_model.lm_head
+    embed = model.language_model.get_input_embeddings()
+    rows, longest = len(prompts), max(len(p) for p in prompts)
+    first = prompts[0]
+    inputs = first.new_zeros((rows, longest, first.shape[-1]))
+    attention = torch.zeros((rows, longest), dtype=torch.long, device=first.device)
+    for i, prompt in enumerate(prompts):
+        inputs[i, longest - len(prompt) :] = prompt
+        attention[i, longest - len(prompt) :] = 1
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    seg_states: list[list[torch.Tensor]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    for _ in range(max_new_tokens):
+        out = decoder(
+            inputs_embeds=inputs,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        states = out.last_hidden_state[:, -1]
+        next_tokens = lm_head(states).argmax(-1).tolist()
+        for i, token in enumerate(next_tokens):
+            if done[i]:
+                continue
+            tokens[i].append(token)
+            if token == seg_token_id:
+                seg_states[i].append(states[i])
+            done[i] = token == eos_token_id
+        if all(done):
+            break
+        inputs = embed(torch.tensor(next_tokens, device=first.device)[:, None])
+        attention = torch.cat([attention, attention.new_ones((rows, 1))], dim=1)
+        positions = positions[:, -1:] + 1
+    hidden = model.config.hidden_size
+    return [
+        SegGeneration(tokens=t, seg_states=torch.stack(s) if s else first.new_zeros((0, hidden)))
+        for t, s in zip(tokens, seg_states, strict=True)
+    ]

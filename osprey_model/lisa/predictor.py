@@ -18,7 +18,7 @@ from transformers import CLIPImageProcessor, PreTrainedTokenizerBase
 from ..frame_features import FrameFeatures
 from ..image_processing import CLIP_MEAN, CLIP_STD, ImageInput, ImageLimits, to_rgb_array
 from ..sam import SamFrame, SamSegmenter
-from .generation import generate_with_seg
+from .generation import SegGeneration, generate_batch_with_seg, generate_with_seg
 from .modeling_lisa import LisaForCausalLM
 from .prompting import LisaTokens, answer_text, load_lisa_tokenizer, tokenize_lisa_prompt
 
@@ -137,13 +137,44 @@ class LisaPredictor:
             eos_token_id=self.tokenizer.eos_token_id,
             max_new_tokens=max_new_tokens,
         )
+        return self._results(frame, [generated])[0]
+
+    @torch.inference_mode()
+    def segment_many(
+        self, image: ImageInput | FrameFeatures | LisaFrame, queries: list[str], max_new_tokens: int = 64
+    ) -> list[LisaResult]:
+        """Several queries about one frame in one pass: the frame encoded once, the answers decoded as one
+        batch, every mask of every answer from one SAM decoder call. Same answers as one query at a time."""
+        if not queries:
+            raise ValueError("no query given")
+        ids = [self.prompt_ids(query, max_new_tokens) for query in queries]
+        frame = self.frame(image)
+        generated = generate_batch_with_seg(
+            self.model,
+            [self.model.splice(row, frame.image_tokens) for row in ids],
+            seg_token_id=self.tokens.seg,
+            eos_token_id=self.tokenizer.eos_token_id,
+            max_new_tokens=max_new_tokens,
+        )
+        return self._results(frame, generated)
+
+    def _results(self, frame: LisaFrame, generated: list[SegGeneration]) -> list[LisaResult]:
+        """Masks for every [SEG] state of every answer, decoded by SAM together, then split per answer."""
         height, width = frame.image_hw
+        counts = [len(g.seg_states) for g in generated]
         masks, scores = np.zeros((0, height, width), bool), np.zeros(0, np.float32)
-        if len(generated.seg_states):
-            prompts = self.model.seg_prompts(generated.seg_states)
+        if sum(counts):
+            prompts = self.model.seg_prompts(torch.cat([g.seg_states for g in generated]))
             low_res, iou = self.segmenter.decode_prompt_embeddings(frame.sam, prompts)
             masks = self.segmenter.upscale(frame.sam, low_res)[:, 0]
             scores = iou[:, 0].cpu().numpy()
-        return LisaResult(
-            answer=answer_text(self.tokenizer, generated.tokens), masks=masks, scores=scores, tokens=generated.tokens
-        )
+        bounds = np.cumsum([0, *counts])
+        return [
+            LisaResult(
+                answer=answer_text(self.tokenizer, g.tokens),
+                masks=masks[start:end],
+                scores=scores[start:end],
+                tokens=g.tokens,
+            )
+            for g, start, end in zip(generated, bounds[:-1], bounds[1:], strict=True)
+        ]
