@@ -44,6 +44,7 @@ from osprey_model.sam import (
     build_sam,
     get_sam_preset,
 )
+from osprey_model.sam.modeling import serve_sam
 from osprey_model.sam.segmenter import Prompt
 from osprey_model.shapes import random_shapes, render
 
@@ -61,9 +62,7 @@ def load(preset: str, device: torch.device, dtype: torch.dtype) -> SamSegmenter:
     torch.manual_seed(0)
     with torch.device(device):
         sam = build_sam(get_sam_preset(preset))
-    sam = sam.to(dtype)
-    sam.prompt_encoder.float()
-    return SamSegmenter(sam)
+    return SamSegmenter(serve_sam(sam, get_sam_preset(preset), device=device, dtype=dtype))
 
 
 def test_frame(seed: int = 0) -> np.ndarray:

@@ -73,10 +73,15 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     )
 
 
+def read_shard(path: Path) -> dict[str, torch.Tensor]:
+    """One weight file, safetensors or a pickle loaded with ``weights_only=True``."""
+    return load_safetensors(path) if path.suffix == ".safetensors" else load_torch_bin(path)
+
+
 def load_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path in checkpoint_files(Path(model_dir)):
-        shard = load_safetensors(path) if path.suffix == ".safetensors" else load_torch_bin(path)
+        shard = read_shard(path)
         duplicated = state.keys() & shard.keys()
         if duplicated:
             raise CheckpointError(f"{path.name} repeats keys of another shard: {sorted(duplicated)[:5]}")

@@ -50,18 +50,22 @@ class ReasonService(ModelService):
         assert reasoner is not None  # checked on the executor thread; configure made it
         frame, header = self.frame(request.image, request.stamp)
         result = reasoner.segment(frame, request.query, request.max_new_tokens)
+        masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=header) for mask in result.masks]
+        self.publish_masks(RegionMasks(header=header, masks=masks, ids=list(range(len(masks)))))
         notes = [] if len(result.masks) else ["no [SEG] in the answer: no mask"]
-        descriptions = [""] * len(result.masks) if request.describe else []
         nonempty = [i for i, mask in enumerate(result.masks) if mask.any()]
         empty = [str(i) for i in range(len(result.masks)) if i not in nonempty]
         if empty:
             notes.append(f"SAM found nothing for [SEG] {', '.join(empty)}: empty mask")
+        descriptions = [""] * len(result.masks) if request.describe else []
         if request.describe and nonempty:
-            answers = pipeline.describer.answer(frame, [result.masks[i] for i in nonempty], "", 0)
-            for i, answer in zip(nonempty, answers, strict=True):
-                descriptions[i] = answer
-        masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=header) for mask in result.masks]
-        self.publish_masks(RegionMasks(header=header, masks=masks, ids=list(range(len(masks)))))
+            try:
+                answers = pipeline.describer.answer(frame, [result.masks[i] for i in nonempty], "", 0)
+            except ValueError as exc:  # e.g. more masks than Osprey's context holds: LISA's answer still counts
+                notes.append(f"not described: {exc}")
+            else:
+                for i, answer in zip(nonempty, answers, strict=True):
+                    descriptions[i] = answer
         fields = {
             "answer": result.answer,
             "masks": masks,

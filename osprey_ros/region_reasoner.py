@@ -19,6 +19,8 @@ class RegionReasoner:
         self.encoder_runs = EncoderRuns()  # encoder outputs LISA computed (CLIP and SAM count one each)
 
     def segment(self, frame: FrameFeatures, query: str, max_new_tokens: int = 0) -> LisaResult:
-        """Raises ValueError for an empty or over-long query."""
+        """At most the node's ``max_new_tokens`` (a request may ask fewer, never more: one long answer would
+        hold the model thread and the camera with it). Raises ValueError for an empty or over-long query."""
+        tokens = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
         with self.encoder_runs.counting(frame):
-            return self.predictor.segment(frame, query, max_new_tokens=max_new_tokens or self.max_new_tokens)
+            return self.predictor.segment(frame, query, max_new_tokens=tokens)

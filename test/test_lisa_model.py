@@ -8,7 +8,6 @@ model is only ever built on the meta device.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +159,7 @@ def test_token_ids_per_release_and_the_prompt(token_map: str, ids: tuple[int, in
     # "USER:" then <im_start> <image> <im_end> with no whitespace token between (the 4.31 tokenizer's way)
     assert prompt[start - 2 : start + 2] == [tokenizer.convert_tokens_to_ids(":"), ids[0], IMAGE_TOKEN_INDEX, ids[1]]
     assert tokenizer.decode(prompt[start + 2 :]) == "What is red here? Please output segmentation mask. ASSISTANT:"
+    assert prompt[start + 2] == tokenizer.convert_tokens_to_ids("▁What")  # a piece of its own: the dummy prefix
     for bad in ("", "   ", "look at <image> please"):
         with pytest.raises(ValueError, match=r"empty query|may not contain"):
             tokenize_lisa_prompt(tokenizer, bad)
@@ -205,13 +205,17 @@ def test_several_seg_give_several_masks_in_order(tmp_path: Path) -> None:
     frame = predictor.frame(IMAGE)
     embeds = predictor.model.splice(predictor.prompt_ids("Segment both red shapes.", 3), frame.image_tokens)
     states = seg_states_uncached(predictor.model, embeds, result.tokens, predictor.tokens.seg)
+    alone = []
     for i in range(2):  # mask i comes from the state before the i-th [SEG]
         with torch.inference_mode():
             prompt = predictor.model.seg_prompts(states[i : i + 1])
-            low_res, _ = predictor.segmenter.decode_prompt_embeddings(frame.sam, prompt)
-        alone = predictor.segmenter.upscale(frame.sam, low_res)[0, 0]
-        assert (alone != result.masks[i]).mean() < 1e-3  # decoded in one batch: equal up to float ties
-    assert not torch.allclose(states[0], states[1])  # two different prompts, each one's mask in its place
+            low_res, iou = predictor.segmenter.decode_prompt_embeddings(frame.sam, prompt)
+        alone.append((low_res, float(iou[0, 0])))
+        mask = predictor.segmenter.upscale(frame.sam, low_res)[0, 0]
+        assert (mask != result.masks[i]).mean() < 1e-3  # decoded in one batch: equal up to float ties
+        assert result.scores[i] == pytest.approx(alone[i][1], abs=1e-4)
+    assert not torch.allclose(alone[0][0], alone[1][0])  # two different prompts: a swap would show
+    assert alone[0][1] != pytest.approx(alone[1][1], abs=1e-3)
 
 
 def test_a_frame_is_encoded_once_for_several_queries(sure_lisa: LisaPredictor, monkeypatch) -> None:
@@ -238,15 +242,23 @@ def test_bad_queries_are_refused_before_any_encoding(sure_lisa: LisaPredictor) -
 
 
 def test_bf16_keeps_rotary_frequencies_and_sams_prompt_encoder_in_fp32(tmp_path: Path) -> None:
-    model_dir, clip_dir = create_tiny_lisa(tmp_path, answer_chain=SURE)
-    predictor = LisaPredictor.from_pretrained(model_dir, clip_dir, dtype=torch.bfloat16)
-    model = predictor.model
+    model_dir, clip_dir = create_tiny_lisa(tmp_path)  # random weights: attention and the MLPs at work
+    fp32 = LisaPredictor.from_pretrained(model_dir, clip_dir)
+    bf16 = LisaPredictor.from_pretrained(model_dir, clip_dir, dtype=torch.bfloat16)
+    model = bf16.model
     assert model.language_model.model.rotary_emb.inv_freq.dtype == torch.float32
     assert model.visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.dtype == torch.float32
+    assert model.visual_model.pixel_mean.dtype == torch.float32 and model.visual_model.pixel_mean[0] == 123.675
     assert model.mm_projector.weight.dtype == torch.bfloat16
-    result = predictor.segment(IMAGE, "Where is it?", max_new_tokens=8)
-    assert result.answer == "Sure, [SEG]." and result.masks.shape == (1, 240, 320)
-    shutil.rmtree(model_dir)
+    answer = fp32.segment(IMAGE, "Where is it?", max_new_tokens=12).tokens
+    token = max(set(answer), key=answer.count)  # gather at a token the answer holds, from the same answer
+    states = []
+    for predictor in (fp32, bf16):
+        frame = predictor.frame(IMAGE)
+        embeds = predictor.model.splice(predictor.prompt_ids("Where is it?", 12), frame.image_tokens)
+        states.append(seg_states_uncached(predictor.model, embeds, answer, token).float())
+    cosine = torch.nn.functional.cosine_similarity(states[0], states[1], dim=-1)
+    assert cosine.min() > 0.99, cosine  # bf16's states are fp32's to within rounding, 12+ positions in
 
 
 def test_several_queries_about_one_frame_in_one_batch_answer_as_one_at_a_time(random_lisa: LisaPredictor) -> None:
@@ -263,6 +275,23 @@ def test_several_queries_about_one_frame_in_one_batch_answer_as_one_at_a_time(ra
         torch.testing.assert_close(b.seg_states, a.seg_states, atol=1e-4, rtol=1e-4)
     results = random_lisa.segment_many(IMAGE, queries, max_new_tokens=10)
     assert [r.answer for r in results] == [random_lisa.segment(IMAGE, q, max_new_tokens=10).answer for q in queries]
+    stop = alone[0].tokens[4]  # a token of the first answer ends it there, the others go on
+    early = generate_batch_with_seg(model, prompts, seg_token_id=token, eos_token_id=stop, max_new_tokens=10)
+    assert early[0].tokens == alone[0].tokens[:5]
+    for a, b in zip(alone[1:], early[1:], strict=True):
+        cut = a.tokens.index(stop) + 1 if stop in a.tokens else len(a.tokens)
+        assert b.tokens == a.tokens[:cut]
+
+
+def test_every_answer_of_a_batch_gets_its_own_masks(sure_lisa: LisaPredictor) -> None:
+    queries = ["Where is the cup?", "Where can I sit? Please output segmentation mask."]
+    batch = sure_lisa.segment_many(IMAGE, queries, max_new_tokens=3)  # "Sure,", then [SEG] for both
+    one = [sure_lisa.segment(IMAGE, q, max_new_tokens=3) for q in queries]
+    for b, o in zip(batch, one, strict=True):
+        assert b.answer == o.answer == "Sure, [SEG]" and len(b.masks) == len(o.masks) == 1
+        assert b.scores[0] == pytest.approx(o.scores[0], abs=1e-4)
+    short = sure_lisa.segment_many(IMAGE, queries[:1] + queries[1:], max_new_tokens=2)
+    assert [len(r.masks) for r in short] == [0, 0]
 
 
 def test_the_llama2_13b_token_map_loads_and_segments(tmp_path: Path) -> None:

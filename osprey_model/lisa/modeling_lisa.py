@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from .. import checkpoint_io
 from ..modeling_osprey import IMAGE_TOKEN_INDEX
 from ..precision import keep_rotary_in_float32
 from ..sam import build_sam, get_sam_preset
+from ..sam.modeling import serve_sam
 from .config import LisaConfig
 
 logger = logging.getLogger(__name__)
@@ -152,28 +154,39 @@ class LisaForCausalLM(nn.Module):
 
     def load_released_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Every key used or documented as ignored; none missing (SAM's pixel mean/std are not stored)."""
-        own: dict[str, torch.Tensor] = {}
-        theirs: dict[str, str] = {}  # errors name the file's keys
-        ignored = []
-        for key, tensor in state.items():
-            name = own_name(key)
-            if name is None:
-                ignored.append(key)
-            else:
-                own[name], theirs[name] = tensor, key
-        try:
-            result = self.load_state_dict(own, strict=False)
-        except RuntimeError as exc:  # shape mismatches: another preset's file
-            first = str(exc).splitlines()[1:2] or [str(exc)]
-            raise checkpoint_io.CheckpointError(f"checkpoint does not match the model: {first[0].strip()}") from exc
-        missing = [released_name(k) or k for k in result.missing_keys if not k.startswith("vision_tower.")]
-        if missing or result.unexpected_keys:
+        self.load_released_shards([state])
+
+    def load_released_shards(self, shards: Iterable[dict[str, torch.Tensor]]) -> None:
+        """Load shard after shard into the parameters in place (their dtype and device), so memory holds the
+        served model and one shard, not a second copy of the model; check every key at the end."""
+        expected = {k for k in self.state_dict() if not k.startswith("vision_tower.")}
+        loaded: dict[str, str] = {}  # ours → the file's name, for messages
+        unexpected: list[str] = []
+        ignored = 0
+        for state in shards:
+            own: dict[str, torch.Tensor] = {}
+            for key, tensor in state.items():
+                name = own_name(key)
+                if name is None:
+                    ignored += 1
+                elif name not in expected:
+                    unexpected.append(key)
+                else:
+                    own[name], loaded[name] = tensor, key
+            try:
+                self.load_state_dict(own, strict=False)
+            except RuntimeError as exc:  # shape mismatches: another preset's file
+                first = str(exc).splitlines()[1:2] or [str(exc)]
+                raise checkpoint_io.CheckpointError(f"checkpoint does not match the model: {first[0].strip()}") from exc
+            del own, state
+        missing = sorted(released_name(k) or k for k in expected - loaded.keys())
+        if missing or unexpected:
             raise checkpoint_io.CheckpointError(
                 "checkpoint does not match the LISA model: "
                 f"missing {checkpoint_io.describe_keys(missing) or 'none'}; "
-                f"unexpected {checkpoint_io.describe_keys(theirs[k] for k in result.unexpected_keys) or 'none'}"
+                f"unexpected {checkpoint_io.describe_keys(unexpected) or 'none'}"
             )
-        logger.info("loaded %d LISA weights; ignored %d (rotary caches, CLIP copies)", len(own), len(ignored))
+        logger.info("loaded %d LISA weights; ignored %d (rotary caches, CLIP copies)", len(loaded), ignored)
 
     @classmethod
     def from_pretrained(
@@ -185,7 +198,8 @@ class LisaForCausalLM(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> LisaForCausalLM:
         """A released-layout folder (e.g. xinlai/LISA-7B-v1) and the CLIP tower's own folder (e.g.
-        openai/clip-vit-large-patch14); nothing is downloaded."""
+        openai/clip-vit-large-patch14); nothing is downloaded. The model is made directly on ``device`` in
+        ``dtype`` and filled one shard at a time (7B in bf16: ~14 GB plus the largest shard, ~10 GB)."""
         model_dir = Path(model_dir)
         config_path = model_dir / "config.json"
         if not config_path.is_file():
@@ -195,20 +209,23 @@ class LisaForCausalLM(nn.Module):
             )
         config = LisaConfig.from_json_file(config_path)
         clip_dir = resolve_clip_dir(model_dir, config, clip_dir)
-        clip_config = CLIPVisionConfig.from_pretrained(str(clip_dir), local_files_only=True)
+        files = checkpoint_io.checkpoint_files(model_dir)  # a missing shard is said before anything is built
         with torch.device("meta"):
-            model = cls(config, clip_config)
-        model.to_empty(device="cpu")
+            model = cls(config)
+        model = model.to(dtype).to_empty(device=device)
         keep_rotary_in_float32(model.language_model, model.language_model.config)
-        sam = get_sam_preset(config.sam_preset)  # non-persistent buffers, not in any file
-        model.visual_model.pixel_mean = torch.tensor(sam.pixel_mean).view(-1, 1, 1)
-        model.visual_model.pixel_std = torch.tensor(sam.pixel_std).view(-1, 1, 1)
-        model.load_released_state_dict(checkpoint_io.load_state_dict(model_dir))
-        tower = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True, dtype=torch.float32)
-        model.vision_tower = tower.requires_grad_(False)
-        model = model.to(device=device, dtype=dtype).eval()
-        model.visual_model.prompt_encoder.float()  # as SamSegmenter serves it: prompt geometry stays fp32
-        return model
+        model.visual_model = serve_sam(
+            model.visual_model, get_sam_preset(config.sam_preset), device=device, dtype=dtype
+        )
+        model.load_released_shards(checkpoint_io.read_shard(path) for path in files)
+        tower = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True, dtype=dtype)
+        if tower.config.hidden_size != config.mm_hidden_size:
+            raise ValueError(
+                f"the CLIP tower in {clip_dir} is {tower.config.hidden_size} wide, config.json's mm_hidden_size is "
+                f"{config.mm_hidden_size}: not the tower this checkpoint was trained with"
+            )
+        model.vision_tower = tower.to(device).requires_grad_(False).eval()
+        return model.eval()
 
 
 def resolve_clip_dir(model_dir: Path, config: LisaConfig, clip_dir: str | Path | None) -> Path:

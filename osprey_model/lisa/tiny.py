@@ -1,9 +1,10 @@
 """A ``tiny`` LISA checkpoint in the released layout, and a tiny CLIP tower folder beside it, for tests.
 
 Everything a released ``xinlai/LISA-7B-v1`` folder holds (config.json, sharded pickled ``.bin`` with the LLM
-in bf16 and SAM in fp32, tokenizer with the added tokens at the released ids), at toy widths; the CLIP tower
-is a folder of its own, as ``openai/clip-vit-large-patch14`` is. The tokenizer is LLaMA-2's (the 32000-token
-vocabulary) from the ``wordllama`` wheel, so the added tokens get the released ids.
+in bf16 and SAM in fp32, tokenizer with the added tokens at the released ids), at toy widths; the CLIP
+tower is a folder of its own, a whole CLIP model (text tower too) as ``openai/clip-vit-large-patch14`` is.
+The tokenizer is LLaMA-2's (the 32000-token vocabulary) from the ``wordllama`` wheel, so the added tokens
+get the released ids.
 
 ``answer_chain`` wires the decoder as a chain of next-token rules (each token's embedding points at its
 successor's output row; attention and MLP outputs are zeroed), so greedy decoding answers a known text
@@ -17,7 +18,7 @@ import itertools
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, PreTrainedTokenizerBase
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from ..sam import build_sam, get_sam_preset
 from ..tiny import llama2_tokenizer
@@ -105,7 +106,11 @@ def create_tiny_lisa(
     model.mm_projector.to(torch.bfloat16)
     model.save_pretrained(model_dir, safe_serialization=False, max_shard_bytes=max_shard_bytes)
     tokenizer.save_pretrained(model_dir)
+    # The tower's folder is a whole CLIP model, as openai/clip-vit-large-patch14 is: text tower included.
     assert model.vision_tower is not None
-    model.vision_tower.save_pretrained(clip_dir)
+    text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=clip_config.to_dict(), projection_dim=16))
+    clip.vision_model.load_state_dict(model.vision_tower.vision_model.state_dict())
+    clip.save_pretrained(clip_dir)
     clip_image_processor(None, clip_config.image_size).save_pretrained(clip_dir)
     return model_dir, clip_dir

@@ -8,6 +8,7 @@ code), so we build without weights and load the state dict ourselves.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,8 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from ..checkpoint_io import CheckpointError, describe_keys, load_safetensors, load_torch_bin
 from ..encoders.interface import ImageEncoderModule
+
+logger = logging.getLogger(__name__)
 
 PROMPT_EMBED_DIM = 256
 PATCH_SIZE = 16
@@ -144,19 +147,30 @@ def load_sam(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Sam:
-    """The preset's SAM with the file's weights (random weights when ``checkpoint`` is None).
-
-    In bf16 / fp16 the prompt encoder stays fp32: its random Fourier features of point coordinates lose
-    pixels in bf16 (8 bits of mantissa over a 1024-px frame); what it returns is cast for the decoder."""
+    """The preset's SAM with the file's weights (random weights when ``checkpoint`` is None), served in
+    ``dtype`` with the parts that must stay fp32 kept so (``serve_sam``)."""
     with torch.device("meta") if checkpoint is not None else torch.device("cpu"):
         sam = build_sam(get_sam_preset(preset))
     if checkpoint is not None:
         sam.to_empty(device="cpu")
-        # Non-persistent buffers (pixel mean/std) are not in the file: restore them after to_empty.
-        config = get_sam_preset(preset)
-        sam.pixel_mean = torch.tensor(config.pixel_mean).view(-1, 1, 1)
-        sam.pixel_std = torch.tensor(config.pixel_std).view(-1, 1, 1)
         load_sam_state_dict(sam, checkpoint)
+    return serve_sam(sam, get_sam_preset(preset), device=device, dtype=dtype)
+
+
+def serve_sam(sam: Sam, config: SamConfig, *, device: str | torch.device, dtype: torch.dtype) -> Sam:
+    """``sam`` on ``device`` in ``dtype``, except what must stay fp32, as the released code keeps it:
+
+    - the prompt encoder: its random Fourier features of point coordinates lose pixels in bf16 (8 bits of
+      mantissa over a 1024-px frame); what it returns is cast for the decoder;
+    - the pixel mean / std (non-persistent buffers, in no file): rounded to bf16, 123.675 becomes 123.5;
+    - in fp16 the whole model: the ViT's activations overflow fp16 (the released code runs its neck in fp32
+      for that reason), so fp16 serving gets an fp32 SAM, said in the log.
+    """
+    if dtype == torch.float16:
+        logger.warning("SAM runs in float32 beside a float16 model: its ViT overflows in float16")
+        dtype = torch.float32
     sam = sam.to(device=device, dtype=dtype)
     sam.prompt_encoder.float()
+    sam.pixel_mean = torch.tensor(config.pixel_mean, device=device).view(-1, 1, 1)
+    sam.pixel_std = torch.tensor(config.pixel_std, device=device).view(-1, 1, 1)
     return sam.eval()
