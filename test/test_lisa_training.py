@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from training.lisa.data import load_reason_seg, load_refer
 from training.lisa.losses import lisa_loss, mask_bce, mask_dice
 from training.lisa.metrics import segmentation_scores
 
@@ -48,3 +54,62 @@ def test_giou_and_ciou_by_hand() -> None:
     assert scores.ciou == pytest.approx(1 / 6) and scores.masks == 3
     with pytest.raises(ValueError, match="differ in size"):
         segmentation_scores([(np.zeros((3, 3), bool), truth)])
+
+
+def write_reason_seg(folder: Path) -> None:
+    """Three ReasonSeg-format records, one good, one with only a flag, one whose JSON is cut short."""
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(folder / "good.jpg")
+    shapes = [
+        {"label": "target", "points": [[5, 5], [45, 5], [45, 35], [5, 35]]},  # the big one, filled first
+        {"label": "ignore", "points": [[10, 10], [20, 10], [20, 20], [10, 20]]},  # inside it: 255 on top
+        {"label": "flag", "points": [[0, 0], [59, 0], [59, 39]]},
+    ]
+    (folder / "good.json").write_text(
+        json.dumps({"text": ["What could hold water?"], "is_sentence": True, "shapes": shapes})
+    )
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(folder / "flag.jpg")
+    (folder / "flag.json").write_text(json.dumps({"text": ["x"], "shapes": shapes[2:]}))
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(folder / "cut.jpg")
+    (folder / "cut.json").write_text('{"text": ["x"], "shapes": [')
+
+
+def test_reason_seg_records_fill_largest_first_ignore_as_255_and_skip_bad_ones(tmp_path: Path, caplog) -> None:
+    write_reason_seg(tmp_path / "train")
+    caplog.set_level(logging.WARNING)
+    records = load_reason_seg(tmp_path / "train")
+    assert [r.id for r in records] == ["good"] and records[0].is_sentence
+    mask = records[0].masks[0]
+    assert mask.shape == (40, 60) and mask[25, 30] == 1 and mask[15, 15] == 255 and mask[38, 58] == 0
+    assert records[0].texts == [["What could hold water?"]]
+    assert "cut.json skipped" in caplog.text and "flag.json skipped: no target region" in caplog.text
+
+
+def test_refer_records_from_a_refs_pickle_and_instances(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "refcoco"
+    folder.mkdir()
+    square = [[10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]]
+    instances = {
+        "images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": 50, "width": 60}],
+        "annotations": [{"id": 7, "image_id": 1, "segmentation": square, "category_id": 1}],
+    }
+    (folder / "instances.json").write_text(json.dumps(instances))
+    refs = [
+        {"ref_id": 0, "ann_id": 7, "image_id": 1, "split": "train", "sentences": [{"sent": "the left box"}]},
+        {"ref_id": 1, "ann_id": 7, "image_id": 1, "split": "val", "sentences": [{"sent": "a val one"}]},
+        {"ref_id": 2, "ann_id": 99, "image_id": 1, "split": "train", "sentences": [{"sent": "missing ann"}]},
+    ]
+    (folder / "refs(unc).p").write_bytes(pickle.dumps(refs))
+    caplog.set_level(logging.WARNING)
+    records = load_refer(folder, tmp_path / "images")
+    assert len(records) == 1 and records[0].texts == [["the left box"]]
+    assert records[0].masks[0][20, 20] == 1 and records[0].masks[0].sum() > 300
+    assert "REFER ref 2 skipped" in caplog.text
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (folder / "refs(unc).p").write_bytes(pickle.dumps([Evil()]))
+    with pytest.raises(ValueError, match=r"refusing to build builtins\.print"):
+        load_refer(folder, tmp_path / "images")
