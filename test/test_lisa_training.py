@@ -13,7 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from training.lisa.data import load_reason_seg, load_refer
+from training.lisa.data import (
+    SemanticDataset,
+    draw_source,
+    load_reason_seg,
+    load_refer,
+    load_semantic,
+    load_vqa,
+    semantic_targets,
+)
 from training.lisa.losses import lisa_loss, mask_bce, mask_dice
 from training.lisa.metrics import segmentation_scores
 
@@ -113,3 +121,44 @@ def test_refer_records_from_a_refs_pickle_and_instances(tmp_path: Path, caplog) 
     (folder / "refs(unc).p").write_bytes(pickle.dumps([Evil()]))
     with pytest.raises(ValueError, match=r"refusing to build builtins\.print"):
         load_refer(folder, tmp_path / "images")
+
+
+def test_semantic_targets_ask_about_at_most_three_present_classes(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "orphan.jpg")
+    raw = np.zeros((8, 8), np.uint8)  # ADE20K style: 0 unlabelled, class k stored as k + 1
+    raw[:2], raw[2:4], raw[4:6], raw[6:7] = 1, 2, 3, 4
+    Image.fromarray(raw).save(tmp_path / "labels" / "a.png")
+    names = ("wall", "floor, flooring", "tree", "sky-other")  # '-' classes are not asked about
+    source = SemanticDataset("ade20k", tmp_path / "images", tmp_path / "labels", names, label_offset=-1)
+    records = load_semantic(source)
+    assert [r.id for r in records] == ["a"]
+    masks, classes = semantic_targets(source, records[0], np.random.default_rng(0))
+    assert sorted(classes) == ["floor", "tree", "wall"] and all(m.sum() == 16 for m in masks)
+    row = {"wall": 0, "floor": 2, "tree": 4}
+    for mask, name in zip(masks, classes, strict=True):
+        assert mask[row[name]].all() and not mask[7].any()  # the unlabelled last row is in no mask
+
+
+def test_vqa_records_and_the_sampling_mix(tmp_path: Path, caplog) -> None:
+    data = [
+        {
+            "id": "x",
+            "image": "a.jpg",
+            "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}],
+        },
+        {"id": "y", "image": "b.jpg", "conversations": [{"from": "human", "value": "Q"}]},
+    ]
+    (tmp_path / "vqa.json").write_text(json.dumps(data))
+    caplog.set_level(logging.WARNING)
+    assert [r.id for r in load_vqa(tmp_path / "vqa.json", tmp_path)] == ["x"]
+    assert "VQA record y skipped" in caplog.text
+    rng = np.random.default_rng(0)
+    draws = [draw_source(rng, {"sem_seg": 1, "refer_seg": 1, "vqa": 1, "reason_seg": 1}) for _ in range(16_000)]
+    assert draws.count("sem_seg") / len(draws) == pytest.approx(9 / 16, abs=0.02)
+    assert draws.count("reason_seg") / len(draws) == pytest.approx(1 / 16, abs=0.01)
+    assert {draw_source(rng, {"vqa": 3}) for _ in range(20)} == {"vqa"}
+    with pytest.raises(ValueError, match="no training data"):
+        draw_source(rng, {})

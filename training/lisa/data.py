@@ -147,3 +147,84 @@ def load_refer(dataset_dir: str | Path, image_dir: str | Path, split: str = "tra
         record.masks.append(mask.astype(np.uint8))
         record.texts.append(sentences)
     return list(by_image.values())
+
+
+@dataclass
+class SemanticRecord:
+    """An image and its per-pixel class map; which classes to ask about is drawn when the sample is made."""
+
+    id: str
+    image: Path
+    labels: Path  # PNG of class indices (after the dataset's offset), 255 = unlabelled
+
+
+@dataclass(frozen=True)
+class SemanticDataset:
+    """A semantic-segmentation source as LISA reads it: ADE20K (0 = unlabelled, the rest shifted down by
+    one), COCO-Stuff (255 unlabelled; classes with '-' in their name are not asked about), ... ."""
+
+    name: str
+    images: Path
+    labels: Path
+    class_names: tuple[str, ...]
+    label_offset: int = 0  # ADE20K: -1 (its 0 is "unlabelled")
+    image_suffix: str = ".jpg"
+
+
+def load_semantic(source: SemanticDataset) -> list[SemanticRecord]:
+    records = []
+    for image in sorted(source.images.glob(f"*{source.image_suffix}")):
+        labels = source.labels / f"{image.stem}.png"
+        if not labels.is_file():
+            logger.warning("%s %s skipped: no label map %s", source.name, image.name, labels.name)
+            continue
+        records.append(SemanticRecord(image.stem, image, labels))
+    return records
+
+
+def semantic_targets(
+    source: SemanticDataset, record: SemanticRecord, rng: np.random.Generator, max_classes: int = 3
+) -> tuple[list[np.ndarray], list[str]]:
+    """Up to ``max_classes`` classes present in the image (released: 3), each as a 0 / 1 mask and its name."""
+    raw = np.asarray(Image.open(record.labels)).astype(np.int64)
+    labels = np.where(raw == 255, 255, raw + source.label_offset)
+    labels[(labels < 0) | (labels >= len(source.class_names))] = 255
+    present = [int(c) for c in np.unique(labels) if c != 255 and "-" not in source.class_names[c]]
+    chosen = rng.permutation(present)[:max_classes] if present else []
+    masks = [(labels == c).astype(np.uint8) for c in chosen]
+    return masks, [source.class_names[int(c)].split(",")[0].strip() for c in chosen]
+
+
+@dataclass
+class VqaRecord:
+    """llava_instruct_150k: an image and a conversation (human / gpt turns), no mask."""
+
+    id: str
+    image: Path
+    conversations: list[dict[str, str]]
+
+
+def load_vqa(path: str | Path, image_dir: str | Path) -> list[VqaRecord]:
+    records = []
+    for i, item in enumerate(json.loads(Path(path).read_text(encoding="utf-8"))):
+        try:
+            turns = item["conversations"]
+            if not turns or len(turns) % 2 or any(t.get("from") not in ("human", "gpt") for t in turns):
+                raise ValueError("conversations must alternate human / gpt turns")
+            records.append(VqaRecord(str(item.get("id", i)), Path(image_dir) / item["image"], turns))
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("VQA record %s skipped: %s", item.get("id", i) if isinstance(item, dict) else i, exc)
+    return records
+
+
+# The released mix: semantic segmentation 9, referring 3, VQA 3, ReasonSeg 1, drawn per sample.
+SAMPLE_RATES = {"sem_seg": 9, "refer_seg": 3, "vqa": 3, "reason_seg": 1}
+
+
+def draw_source(rng: np.random.Generator, available: dict[str, int]) -> str:
+    """Which data kind the next sample comes from, by the released rates among the kinds that have data."""
+    kinds = [k for k in SAMPLE_RATES if available.get(k, 0) > 0]
+    if not kinds:
+        raise ValueError("no training data: give at least one of " + ", ".join(SAMPLE_RATES))
+    weights = np.array([SAMPLE_RATES[k] for k in kinds], float)
+    return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
