@@ -190,9 +190,9 @@ def semantic_targets(
     labels = np.where(raw == 255, 255, raw + source.label_offset)
     labels[(labels < 0) | (labels >= len(source.class_names))] = 255
     present = [int(c) for c in np.unique(labels) if c != 255 and "-" not in source.class_names[c]]
-    chosen = rng.permutation(present)[:max_classes] if present else []
+    chosen: list[int] = [int(c) for c in rng.permutation(present)[:max_classes]] if present else []
     masks = [(labels == c).astype(np.uint8) for c in chosen]
-    return masks, [source.class_names[int(c)].split(",")[0].strip() for c in chosen]
+    return masks, [source.class_names[c].split(",")[0].strip() for c in chosen]
 
 
 @dataclass
