@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from osprey_model.lisa import LisaPredictor
+from osprey_model.lisa.tiny import create_tiny_lisa, lisa_tokenizer
 from training.lisa.data import (
     SemanticDataset,
     draw_source,
@@ -22,8 +24,18 @@ from training.lisa.data import (
     load_vqa,
     semantic_targets,
 )
-from training.lisa.losses import lisa_loss, mask_bce, mask_dice
+from training.lisa.losses import LisaLoss, lisa_loss, mask_bce, mask_dice
 from training.lisa.metrics import segmentation_scores
+from training.lisa.recipe import (
+    LisaRecipe,
+    answer_ids,
+    make_sample,
+    merge_lora,
+    prepare_for_training,
+    sample_loss,
+    warmup_decay,
+)
+from training.train_tiny_sam import scene
 
 
 def test_bce_and_dice_by_hand() -> None:
@@ -162,3 +174,112 @@ def test_vqa_records_and_the_sampling_mix(tmp_path: Path, caplog) -> None:
     assert {draw_source(rng, {"vqa": 3}) for _ in range(20)} == {"vqa"}
     with pytest.raises(ValueError, match="no training data"):
         draw_source(rng, {})
+
+
+@pytest.fixture(scope="module")
+def lisa_for_training(tmp_path_factory: pytest.TempPathFactory):
+    model_dir, clip_dir = create_tiny_lisa(tmp_path_factory.mktemp("lisa-train"))
+    return model_dir, clip_dir
+
+
+def toy_batch(predictor: LisaPredictor, seed: int) -> tuple[list, list, list]:
+    """Shapes scenes; the query names a colour, the answer is "Sure, [SEG]." with that shape's mask."""
+    rng = np.random.default_rng(seed)
+    samples, tokens, frames = [], [], []
+    for _ in range(2):
+        image, masks = scene(rng)
+        target = masks[0]
+        samples.append(make_sample(predictor.tokenizer, "Segment the first shape.", "Sure, [SEG].", [target]))
+        pixels = predictor.image_processor(images=image, return_tensors="pt", input_data_format="channels_last")
+        tokens.append(predictor.model.encode_images(pixels["pixel_values"])[0])
+        frame = predictor.segmenter.encode(image)
+        frame.embedding = frame.embedding.clone()  # out of inference mode: the decoder trains on it
+        frames.append(frame)
+    return samples, tokens, frames
+
+
+def test_answer_ids_and_labels_put_seg_in_order(lisa_for_training) -> None:
+    tokenizer = lisa_tokenizer()
+    seg = tokenizer.convert_tokens_to_ids("[SEG]")
+    ids = answer_ids(tokenizer, "Sure, [SEG] and [SEG].")
+    assert ids.count(seg) == 2 and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[: ids.index(seg)]) == "Sure,"
+    masks = [np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8)]
+    sample = make_sample(tokenizer, "Segment both.", "Sure, [SEG] and [SEG].", masks)
+    answer = sample.labels[sample.labels != -100].tolist()
+    assert answer == ids and (sample.labels == -100).sum() == len(sample.input_ids) - len(ids)
+    assert sample.targets.shape == (2, 4, 4) and sample.targets[1].all()
+    with pytest.raises(ValueError, match="1 \\[SEG\\] for 2 target masks"):
+        make_sample(tokenizer, "Segment both.", "Sure, [SEG].", masks)
+
+
+def test_gradients_reach_what_the_recipe_trains_and_nothing_else(lisa_for_training) -> None:
+    predictor = LisaPredictor.from_pretrained(*lisa_for_training)
+    model = predictor.model
+    trainable = prepare_for_training(model, LisaRecipe())
+    samples, tokens, frames = toy_batch(predictor, 0)
+    loss = sample_loss(model, predictor.segmenter, predictor.tokens.seg, samples, tokens, frames)
+    assert loss.ce > 0 and loss.bce > 0 and loss.dice > 0
+    loss.total.backward()
+    named = dict(model.named_parameters())
+
+    def grad(name: str) -> float:
+        g = named[name].grad
+        return 0.0 if g is None else float(g.abs().sum())
+
+    lora_b = [n for n in named if "lora_B" in n]
+    assert lora_b and all(grad(n) > 0 for n in lora_b)  # (lora_A's gradient is 0 while B starts at 0)
+    assert grad("text_hidden_fcs.0.0.weight") > 0 and grad("text_hidden_fcs.0.2.weight") > 0
+    assert grad("visual_model.mask_decoder.output_hypernetworks_mlps.0.layers.0.weight") > 0
+    assert grad("language_model.lm_head.weight") > 0 and grad("language_model.model.embed_tokens.weight") > 0
+    frozen = [n for n in named if n.startswith(("vision_tower.", "mm_projector.", "visual_model.image_encoder.",
+                                                "visual_model.prompt_encoder."))]  # fmt: skip
+    frozen += [n for n in named if n.endswith("q_proj.base_layer.weight")]
+    assert frozen and all(named[n].grad is None and not named[n].requires_grad for n in frozen)
+    assert {id(p) for p in trainable} == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_a_few_steps_lower_the_loss_on_the_batch_and_on_a_held_out_one(lisa_for_training) -> None:
+    torch.manual_seed(0)
+    predictor = LisaPredictor.from_pretrained(*lisa_for_training)
+    model = predictor.model
+    recipe = LisaRecipe(learning_rate=3e-3, warmup_steps=2)
+    parameters = prepare_for_training(model, recipe)
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, betas=recipe.betas, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_decay(step, recipe.warmup_steps, 40))
+    train, held_out = toy_batch(predictor, 1), toy_batch(predictor, 2)
+
+    def loss_of(batch) -> LisaLoss:
+        return sample_loss(model, predictor.segmenter, predictor.tokens.seg, *batch)
+
+    with torch.no_grad():
+        before_train, before_held = loss_of(train).total.item(), loss_of(held_out).total.item()
+    for _ in range(12):
+        loss = loss_of(train)
+        optimizer.zero_grad()
+        loss.total.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, recipe.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+    with torch.no_grad():
+        after_train, after_held = loss_of(train).total.item(), loss_of(held_out).total.item()
+    assert after_train < 0.7 * before_train and after_held < 0.9 * before_held, (
+        before_train,
+        after_train,
+        before_held,
+        after_held,
+    )
+    merge_lora(model)  # back to the released layout: plain Linears, every key as released
+    assert not any("lora" in name for name in model.state_dict())
+    model.load_released_state_dict(model.released_state_dict())
+
+
+def test_warmup_then_linear_decay() -> None:
+    assert [round(warmup_decay(s, 100, 5000), 4) for s in (0, 49, 99, 100, 2550, 5000)] == [
+        0.01,
+        0.5,
+        1.0,
+        1.0,
+        0.5,
+        0.0,
+    ]
