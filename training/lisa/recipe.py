@@ -63,9 +63,11 @@ def prepare_for_training(model: LisaForCausalLM, recipe: LisaRecipe) -> list[nn.
 
 def merge_lora(model: LisaForCausalLM) -> None:
     """Fold the LoRA adapters into the q/v weights and put plain Linears back: the released layout."""
+    from peft.tuners.lora import LoraLayer
+
     for parent in list(model.language_model.modules()):
         for name, child in list(parent.named_children()):
-            if hasattr(child, "merge") and hasattr(child, "get_base_layer"):
+            if isinstance(child, LoraLayer):
                 child.merge()
                 setattr(parent, name, child.get_base_layer())
 
