@@ -15,6 +15,7 @@ from PIL import Image
 
 from osprey_model.lisa import LisaPredictor
 from osprey_model.lisa.tiny import create_tiny_lisa, lisa_tokenizer
+from osprey_model.shapes import random_shapes, render
 from training.lisa.data import (
     SemanticDataset,
     draw_source,
@@ -35,6 +36,7 @@ from training.lisa.recipe import (
     sample_loss,
     warmup_decay,
 )
+from training.lisa.shapes_queries import COLOUR_KNOWLEDGE, GEOMETRY, candidate_queries
 from training.train_tiny_sam import scene
 
 
@@ -283,3 +285,37 @@ def test_warmup_then_linear_decay() -> None:
         0.5,
         0.0,
     ]
+
+
+def test_shapes_queries_are_unambiguous_and_held_out_phrasings_are_new() -> None:
+    rng = np.random.default_rng(0)
+    kinds: dict[str, int] = {}
+    train_texts, held_texts = set(), set()
+    for _ in range(60):
+        shapes = random_shapes(rng, 320, 240, int(rng.integers(3, 6)), overlap=0.4)
+        _, masks = render(shapes, 320, 240)
+        for held_out, texts in ((False, train_texts), (True, held_texts)):
+            for q in candidate_queries(shapes, masks, rng, held_out=held_out):
+                kinds[q.kind] = kinds.get(q.kind, 0) + 1
+                texts.add(q.query)
+                targets = [shapes[i] for i in q.targets]
+                assert q.answer.count("[SEG]") == len(q.targets) and q.query.endswith(
+                    "Please output segmentation mask."
+                )
+                if q.kind == "colour":
+                    seen = [s for s, m in zip(shapes, masks, strict=True) if m.sum() >= 30]  # hidden ones don't count
+                    assert [s.colour for s in seen].count(targets[0].colour) == 1
+                    assert any(
+                        t in q.query
+                        for t in [*COLOUR_KNOWLEDGE[targets[0].colour][0], *COLOUR_KNOWLEDGE[targets[0].colour][1]]
+                    )
+                if q.kind == "geometry":
+                    assert any(
+                        f in q.query for f in [*GEOMETRY[targets[0].category][0], *GEOMETRY[targets[0].category][1]]
+                    )
+                if q.kind == "both":
+                    assert len({s.colour for s in targets}) == 1 and len(targets) == 2
+                    xs = [np.nonzero(masks[i])[1].mean() for i in q.targets]
+                    assert xs[0] <= xs[1]  # [SEG] order: left to right
+    assert set(kinds) == {"colour", "geometry", "left_of", "hidden_by", "both"}, kinds
+    assert not train_texts & held_texts  # the held-out phrasings are never trained on
