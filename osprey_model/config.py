@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from transformers import LlamaConfig
+
+ConfigT = TypeVar("ConfigT")
 
 MODEL_TYPE = "osprey"
 ARCHITECTURES = ["OspreyLlamaForCausalLM"]
 FEATURE_LEVELS = ("res2", "res3", "res4", "res5")
 
-# LLaMA fields copied between our config and the released config.json.
-_LLM_KEYS = (
+# LLaMA fields copied between our configs (Osprey's, LISA's) and the released config.json files.
+LLM_KEYS = (
     "vocab_size",
     "hidden_size",
     "intermediate_size",
@@ -78,12 +81,12 @@ class OspreyConfig:
     max_length: int = 2048
 
     def llama_config(self) -> LlamaConfig:
-        return LlamaConfig(**{key: getattr(self, key) for key in _LLM_KEYS}, attn_implementation="sdpa")
+        return LlamaConfig(**{key: getattr(self, key) for key in LLM_KEYS}, attn_implementation="sdpa")
 
     def to_dict(self) -> dict[str, Any]:
         """The released config.json layout, plus namespaced ``osprey_*`` keys for the non-LLM widths."""
         out: dict[str, Any] = {"architectures": ARCHITECTURES, "model_type": MODEL_TYPE}
-        out.update({key: getattr(self, key) for key in _LLM_KEYS})
+        out.update({key: getattr(self, key) for key in LLM_KEYS})
         out.update(
             hidden_act="silu",
             mm_projector_type=self.mm_projector_type,
@@ -109,17 +112,21 @@ class OspreyConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> OspreyConfig:
-        """Errors name the file: a broken config.json is a common result of a partial download."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-            return cls.from_dict(data)
-        except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ValueError(f"{path}: not a valid Osprey config.json: {exc}") from exc
+        return read_config_json(path, "Osprey", cls.from_dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def read_config_json(path: str | Path, model: str, parse: Callable[[dict[str, Any]], ConfigT]) -> ConfigT:
+    """Errors name the file: a broken config.json is a common result of a partial download."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        return parse(data)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: not a valid {model} config.json: {exc}") from exc
 
 
 def _osprey_7b() -> OspreyConfig:

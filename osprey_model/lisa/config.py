@@ -15,25 +15,11 @@ from typing import Any
 
 from transformers import LlamaConfig
 
+from ..config import LLM_KEYS, read_config_json
+
 MODEL_TYPE = "llava"
 ARCHITECTURES = ["LISAForCausalLM"]
 CLIP_HUB_ID = "openai/clip-vit-large-patch14"
-
-_LLM_KEYS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "max_position_embeddings",
-    "rms_norm_eps",
-    "rope_theta",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "tie_word_embeddings",
-)
 
 
 @dataclass
@@ -63,12 +49,12 @@ class LisaConfig:
     sam_preset: str = "vit_h"  # not in the released file: its visual_model is SAM ViT-H
 
     def llama_config(self) -> LlamaConfig:
-        return LlamaConfig(**{key: getattr(self, key) for key in _LLM_KEYS}, attn_implementation="sdpa")
+        return LlamaConfig(**{key: getattr(self, key) for key in LLM_KEYS}, attn_implementation="sdpa")
 
     def to_dict(self) -> dict[str, Any]:
         """The released config.json layout (plus ``lisa_sam_preset``)."""
         out: dict[str, Any] = {"architectures": ARCHITECTURES, "model_type": MODEL_TYPE}
-        out.update({key: getattr(self, key) for key in _LLM_KEYS})
+        out.update({key: getattr(self, key) for key in LLM_KEYS})
         out.update(
             hidden_act="silu",
             mm_vision_tower=self.mm_vision_tower,
@@ -107,14 +93,7 @@ class LisaConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> LisaConfig:
-        """Errors name the file: a broken config.json is a common result of a partial download."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-            return cls.from_dict(data)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: not a valid LISA config.json: {exc}") from exc
+        return read_config_json(path, "LISA", cls.from_dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
