@@ -102,7 +102,7 @@ def bench_everything(
         points_per_batch=config.points_per_batch,
         pred_iou_thresh=config.pred_iou_thresh,
         stability_score_thresh=config.stability_score_thresh,
-        box_nms_thresh=config.box_nms_thresh,
+        box_nms_thresh=config.nms_thresh,
     )
     predictor = reference.predictor
 
@@ -221,10 +221,12 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         segmenter = load(preset, device, dtype)
         shipped = preset == "tiny"
-        config = AutomaticMaskConfig(
-            points_per_side=args.points_per_side,
-            pred_iou_thresh=0.88 if shipped else 0.0,
-            stability_score_thresh=0.95 if shipped else 0.0,
+        config = (
+            AutomaticMaskConfig.recommended(get_sam_preset("tiny"), points_per_side=args.points_per_side)
+            if shipped
+            else AutomaticMaskConfig(
+                points_per_side=args.points_per_side, pred_iou_thresh=0.0, stability_score_thresh=0.0
+            )
         )
         result["presets"][preset] = {
             "load_s": time.perf_counter() - start,

@@ -120,7 +120,8 @@ def find_regions(args: argparse.Namespace, image: Image.Image) -> tuple[list[np.
     segmenter = SamSegmenter.from_pretrained(args.sam_preset, checkpoint, device=args.device, dtype=DTYPES[args.dtype])
     rgb = np.asarray(image)
     if args.everything:
-        found = AutomaticMaskGenerator(segmenter, AutomaticMaskConfig(max_masks=args.max_regions)).generate(rgb)
+        config = AutomaticMaskConfig.recommended(segmenter.preset, max_masks=args.max_regions)
+        found = AutomaticMaskGenerator(segmenter, config).generate(rgb)
         names = [f"region {i} (score {s:.2f})" for i, s in enumerate(found.scores)]
         return list(found.masks), names
     prompts = sam_prompts(args.point, args.box)

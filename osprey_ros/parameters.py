@@ -189,22 +189,24 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "everything_pred_iou_thresh",
-        0.88,
-        "Everything mode: keep masks whose predicted IoU exceeds this.",
-        min_value=0.0,
+        -1.0,
+        "Everything mode: keep masks whose predicted IoU exceeds this; -1 = what suits sam_preset (SAM's 0.88 for "
+        "the released models, 0.5 for tiny).",
+        min_value=-1.0,
         max_value=1.0,
     ),
     ParamSpec(
         "everything_stability_thresh",
-        0.95,
-        "Everything mode: keep masks whose stability score (IoU of the mask at logit ±1) is at least this.",
-        min_value=0.0,
+        -1.0,
+        "Everything mode: keep masks whose stability score (IoU of the mask at logit ±1) is at least this; -1 = what "
+        "suits sam_preset (SAM's 0.95 for the released models, 0.6 for tiny).",
+        min_value=-1.0,
         max_value=1.0,
     ),
     ParamSpec(
         "everything_nms_thresh",
         0.7,
-        "Everything mode: box IoU above which the lower-scored mask is dropped (nested parts and wholes stay).",
+        "Everything mode: mask IoU above which the lower-scored mask is dropped (nested parts and wholes stay).",
         min_value=0.0,
         max_value=1.0,
     ),

@@ -42,7 +42,7 @@ from std_msgs.msg import Header
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint, default_sam_checkpoint, parse_dtype
 from osprey_model.image_processing import ImageLimits
-from osprey_model.sam import AutomaticMaskConfig, SamSegmenter
+from osprey_model.sam import AutomaticMaskConfig, SamSegmenter, get_sam_preset
 
 from .describe_service import DescribeService
 from .frame_store import FrameStore
@@ -118,13 +118,22 @@ def load_predictor(settings: NodeSettings) -> OspreyPredictor:
 
 
 def everything_config(settings: NodeSettings) -> AutomaticMaskConfig:
-    return AutomaticMaskConfig(
+    """The generator's settings; a negative threshold means the one that suits the SAM preset."""
+    thresholds = {
+        name: value
+        for name, value in (
+            ("pred_iou_thresh", settings.everything_pred_iou_thresh),
+            ("stability_score_thresh", settings.everything_stability_thresh),
+        )
+        if value >= 0
+    }
+    return AutomaticMaskConfig.recommended(
+        get_sam_preset(settings.sam_preset) if settings.sam_preset != "none" else None,
         points_per_side=settings.everything_points_per_side,
-        pred_iou_thresh=settings.everything_pred_iou_thresh,
-        stability_score_thresh=settings.everything_stability_thresh,
-        box_nms_thresh=settings.everything_nms_thresh,
+        nms_thresh=settings.everything_nms_thresh,
         min_area_fraction=settings.everything_min_area,
         max_masks=settings.max_regions,
+        **thresholds,
     )
 
 

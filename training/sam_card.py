@@ -101,8 +101,8 @@ def amg_scores(segmenter: SamSegmenter, config: AutomaticMaskConfig, seeds: rang
 def sweep(segmenter: SamSegmenter, scenes: int) -> list[dict[str, float]]:
     """Recall / precision over predicted-IoU and stability thresholds on validation scenes (not the card's)."""
     rows = []
-    for iou in (0.7, 0.8, 0.88):
-        for stability in (0.85, 0.9, 0.95):
+    for iou in (0.5, 0.6, 0.7, 0.88):
+        for stability in (0.6, 0.75, 0.85, 0.95):
             config = AutomaticMaskConfig(pred_iou_thresh=iou, stability_score_thresh=stability)
             recall, precision = amg_scores(segmenter, config, range(VALIDATION_SEED, VALIDATION_SEED + scenes))
             rows.append({"pred_iou_thresh": iou, "stability": stability, "recall": recall, "precision": precision})
@@ -111,7 +111,14 @@ def sweep(segmenter: SamSegmenter, scenes: int) -> list[dict[str, float]]:
 
 
 def write_card(checkpoint: Path, scores: dict[str, float], scenes: int, amg: AutomaticMaskConfig) -> Path:
-    training = json.loads((checkpoint / "training.json").read_text())
+    recorded = json.loads((checkpoint / "training.json").read_text())
+    runs = recorded.get("runs", [recorded])  # training, then any fine-tuning from it
+    commands = "\n".join(run["command"] for run in runs)
+    minutes = sum(run["minutes"] for run in runs)
+    steps = " then ".join(
+        f"{run['steps']} steps (one-cycle lr {run['lr']:g}{', from the weights above' if run.get('init') else ''})"
+        for run in runs
+    )
     size_mb = (checkpoint / WEIGHTS_FILE).stat().st_size / 1e6
     preset = get_sam_preset("tiny")
     parameters = sum(p.numel() for p in build_sam(preset).parameters())
@@ -126,22 +133,21 @@ flat coloured shapes on a plain background and nothing else; for real scenes use
 ## Reproduce
 
 ```bash
-python -m training.train_tiny_sam --out osprey_model/checkpoints/tiny-sam --steps {training["steps"]} \\
-    --batch {training["batch_scenes"]} --lr {training["lr"]:g} --seed {training["seed"]}
+{commands}
 python -m training.sam_card osprey_model/checkpoints/tiny-sam
 ```
 
-Training took {training["minutes"]} minutes on {platform.machine()}, 2 CPU cores, torch {torch.__version__}.
+Training took {minutes:.0f} minutes on {platform.machine()}, 2 CPU cores, torch {torch.__version__}.
 
 ## Model
 
-segment-anything 1.0's own modules (`osprey_model/sam`, preset `tiny`): a ViT image encoder
-{preset.encoder_embed_dim} wide, {preset.encoder_depth} blocks ({len(preset.encoder_global_attn_indexes)} global,
-the rest in {preset.window_size}×{preset.window_size} windows), {preset.image_size} px input,
-{preset.image_size // 16}×{preset.image_size // 16} embedding; the released prompt encoder and a
-two-way-transformer mask decoder ({preset.decoder_depth} layers, MLP {preset.decoder_mlp_dim}) with three candidate
-masks and an IoU head. {parameters / 1e6:.1f} M parameters, stored in fp16 (`{WEIGHTS_FILE}`, {size_mb:.1f} MB),
-loaded into fp32.
+segment-anything 1.0's own modules (`osprey_model/sam`, preset `tiny`): a ViT image encoder \
+{preset.encoder_embed_dim} wide, {preset.encoder_depth} blocks ({len(preset.encoder_global_attn_indexes)} global, \
+the rest in {preset.window_size}×{preset.window_size} windows), {preset.image_size} px input, \
+{preset.image_size // preset.patch_size}×{preset.image_size // preset.patch_size} embedding; the released prompt \
+encoder and a two-way-transformer mask decoder ({preset.decoder_depth} layers, MLP {preset.decoder_mlp_dim}) with \
+three candidate masks and an IoU head. {parameters / 1e6:.1f} M parameters, stored in fp16 (`{WEIGHTS_FILE}`, \
+{size_mb:.1f} MB), loaded into fp32.
 
 ## Training (`training/train_tiny_sam.py`)
 
@@ -151,8 +157,8 @@ a second click on it and one off it) in one step and by boxes jittered by 5 % in
 dice on the best of the three candidates; the IoU head regressed on each candidate's true IoU. One click
 on the background per scene has an empty target (true IoU 0), so background prompts score low and
 automatic mask generation drops them: in this world the background is not a region.
-{training["steps"]} steps of {training["batch_scenes"]} scenes, AdamW, one-cycle lr {training["lr"]:g}, seed
-{training["seed"]}; loss (mean of the last 50 steps) {training["final_loss_mean_last_50"]}.
+{steps}, {runs[0]["batch_scenes"]} scenes a step, AdamW, seed {runs[0]["seed"]}; loss (mean \
+of the last 50 steps) {runs[-1]["final_loss_mean_last_50"]}.
 
 ## Held-out results ({scenes} scenes of 320×240, seeds {EVAL_SEED}..{EVAL_SEED + scenes - 1})
 
@@ -168,10 +174,20 @@ automatic mask generation drops them: in this world the background is not a regi
 | mIoU of matched masks | {scores["amg_matched_miou"]:.3f} |
 | masks per scene / shapes per scene | {scores["amg_masks_per_scene"]:.2f} / {scores["shapes_per_scene"]:.2f} |
 
-Generator settings: {amg.points_per_side}×{amg.points_per_side} points, predicted IoU > {amg.pred_iou_thresh},
-stability ≥ {amg.stability_score_thresh}, box NMS {amg.box_nms_thresh}, area {amg.min_area_fraction:g}–
-{amg.max_area_fraction:g} of the image (the node's defaults). Every figure above is computed from the
-shipped file by the second command; `eval_results.json` holds them.
+Generator settings: {amg.points_per_side}×{amg.points_per_side} points, predicted IoU > {amg.pred_iou_thresh}, \
+stability ≥ {amg.stability_score_thresh}, mask-IoU NMS {amg.nms_thresh}, islands under \
+{amg.min_island_fraction:g} of a mask removed, area {amg.min_area_fraction:g}–{amg.max_area_fraction:g} of the \
+image: what the node and `osprey-describe --everything` use with this model (`sam_preset: tiny`, thresholds at \
+-1), chosen on validation scenes apart from these (`--sweep`). {scores["amg_ms_per_frame"]:.0f} ms a frame for \
+the generator on this machine's CPU. Every figure above is computed from the shipped file by the last command; \
+`eval_results.json` holds them.
+
+## Known weaknesses
+
+A toy, and a weak one at that: corners come out rounded (the 16×16 embedding at 256 px is coarse for
+shapes 20–50 px across), a click on a small or mostly hidden shape often gives part of it or a neighbour,
+and "everything" adds about 1.7 masks a scene that are parts of shapes (hence the precision). Measured and
+not done: a finer embedding (patch 8, 32×32) costs 3.5 s a training step against 0.9 s here.
 """
     path = checkpoint / "README.md"
     path.write_text(text)
@@ -190,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.sweep:
         sweep(segmenter, args.sweep)
         return
-    amg = AutomaticMaskConfig()
+    amg = AutomaticMaskConfig.recommended(segmenter.preset)  # what the node and the CLI use with tiny
     scores = evaluate(segmenter, args.scenes, amg)
     results = {"held_out_scenes": args.scenes, "eval_seed": EVAL_SEED, "amg": amg.__dict__, **scores}
     (args.checkpoint / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")

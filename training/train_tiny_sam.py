@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from osprey_model.sam import SamSegmenter, build_sam, get_sam_preset
+from osprey_model.sam import SamSegmenter, build_sam, get_sam_preset, load_sam
 from osprey_model.sam.segmenter import Prompt
 from osprey_model.shapes import random_shapes, render
 
@@ -87,7 +87,8 @@ def low_res_targets(segmenter: SamSegmenter, masks: list[np.ndarray]) -> torch.T
     stacked = torch.from_numpy(np.stack(masks)).float()[:, None]
     resized = F.interpolate(stacked, size=input_hw, mode="area")
     padded = F.pad(resized, (0, size - input_hw[1], 0, size - input_hw[0]))
-    return F.avg_pool2d(padded, 4)
+    low = segmenter.sam.prompt_encoder.mask_input_size[0]
+    return F.avg_pool2d(padded, size // low)
 
 
 def low_res_target(segmenter: SamSegmenter, mask: np.ndarray) -> torch.Tensor:
@@ -161,15 +162,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--init", type=Path, help="start from these weights (a saved sam_tiny.safetensors)")
+    parser.add_argument("--warmup", type=float, default=0.05, help="fraction of the steps the lr rises over")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     segmenter = SamSegmenter(build_sam(get_sam_preset("tiny")))
+    if args.init is not None:
+        segmenter = SamSegmenter(load_sam("tiny", args.init))
     sam = segmenter.sam.train()
     optimizer = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=args.warmup)
     start = time.time()
     progress = tqdm(range(args.steps), desc="tiny SAM", mininterval=10)
     log = []
@@ -190,10 +195,15 @@ def main(argv: list[str] | None = None) -> None:
         "batch_scenes": args.batch,
         "lr": args.lr,
         "seed": args.seed,
+        "init": str(args.init) if args.init else None,
         "minutes": round((time.time() - start) / 60, 1),
         "final_loss_mean_last_50": round(float(np.mean(log[-50:])), 4),
     }
-    (args.out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    earlier = []  # a fine-tuning run records the runs its starting weights came from
+    if args.init is not None and (args.init.parent / "training.json").is_file():
+        recorded = json.loads((args.init.parent / "training.json").read_text())
+        earlier = recorded.get("runs", [recorded])
+    (args.out / "training.json").write_text(json.dumps({"runs": [*earlier, training]}, indent=2) + "\n")
     print(json.dumps(training), "→", path)
 
 

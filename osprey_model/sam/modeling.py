@@ -32,10 +32,15 @@ class SamConfig:
     encoder_num_heads: int
     encoder_global_attn_indexes: tuple[int, ...]
     image_size: int = 1024
+    patch_size: int = 16  # the released models' (64x64 embedding at 1024 px)
     window_size: int = 14
     mask_in_chans: int = 16
     decoder_depth: int = 2
     decoder_mlp_dim: int = 2048
+    # "Describe everything" thresholds that suit the model: SAM's for the released ones; the tiny one's were
+    # chosen on validation scenes of the shapes world (training.sam_card --sweep).
+    everything_pred_iou_thresh: float = 0.88
+    everything_stability_thresh: float = 0.95
     pixel_mean: tuple[float, float, float] = field(default=(123.675, 116.28, 103.53))
     pixel_std: tuple[float, float, float] = field(default=(58.395, 57.12, 57.375))
 
@@ -47,7 +52,17 @@ SAM_PRESETS: dict[str, SamConfig] = {
     "vit_b": SamConfig(768, 12, 12, (2, 5, 8, 11)),
     # Same code paths at toy size (4 M parameters): 256 px input, 16x16 embedding, 64x64 low-res masks; the
     # decoder's MLP is 512 wide (2048 released) so the shipped checkpoint stays small.
-    "tiny": SamConfig(128, 4, 4, (1, 3), image_size=256, window_size=4, decoder_mlp_dim=512),
+    "tiny": SamConfig(
+        128,
+        4,
+        4,
+        (1, 3),
+        image_size=256,
+        window_size=4,
+        decoder_mlp_dim=512,
+        everything_pred_iou_thresh=0.5,
+        everything_stability_thresh=0.6,
+    ),
 }
 
 
@@ -60,11 +75,11 @@ def get_sam_preset(name: str) -> SamConfig:
 
 def build_sam(config: SamConfig) -> Sam:
     """A SAM with random weights, composed as segment-anything's ``_build_sam`` composes it."""
-    embedding = config.image_size // PATCH_SIZE
+    embedding = config.image_size // config.patch_size
     sam = Sam(
         image_encoder=ImageEncoderViT(
             img_size=config.image_size,
-            patch_size=PATCH_SIZE,
+            patch_size=config.patch_size,
             embed_dim=config.encoder_embed_dim,
             depth=config.encoder_depth,
             num_heads=config.encoder_num_heads,

@@ -19,7 +19,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..encoders import EncoderBackend, TorchEncoder, create_encoder
 from ..frame_features import FrameFeatures
 from ..image_processing import ImageInput, ImageLimits, to_rgb_array
-from .modeling import SamImageEncoder, load_sam
+from .modeling import SamConfig, SamImageEncoder, get_sam_preset, load_sam
 
 MULTIMASK_MODES = ("best", "all", "single")
 MASK_PROMPT_LOGIT = 8.0  # a binary prompt mask as logits: confident, as SAM's own outputs are well inside a shape
@@ -58,10 +58,16 @@ class Prompt:
 
 class SamSegmenter:
     def __init__(
-        self, sam: Sam, image_limits: ImageLimits | None = None, encoder: EncoderBackend | None = None
+        self,
+        sam: Sam,
+        image_limits: ImageLimits | None = None,
+        encoder: EncoderBackend | None = None,
+        preset: SamConfig | None = None,
     ) -> None:
-        """``encoder``: a backend serving ``SamImageEncoder(sam.image_encoder)`` (default: plain torch)."""
+        """``encoder``: a backend serving ``SamImageEncoder(sam.image_encoder)`` (default: plain torch);
+        ``preset``: the model's configuration, when known (its recommended settings apply then)."""
         self.sam = sam.eval()
+        self.preset = preset
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
         self.image_limits = image_limits or ImageLimits()
         self.encoder = encoder or TorchEncoder(SamImageEncoder(sam.image_encoder))
@@ -79,7 +85,8 @@ class SamSegmenter:
     ) -> SamSegmenter:
         """``encoder_backend``: torch, compile, onnxruntime or tensorrt (falls back, logging why)."""
         sam = load_sam(preset, checkpoint, device=device, dtype=dtype)
-        return cls(sam, image_limits, create_encoder(encoder_backend, SamImageEncoder(sam.image_encoder)))
+        encoder = create_encoder(encoder_backend, SamImageEncoder(sam.image_encoder))
+        return cls(sam, image_limits, encoder, get_sam_preset(preset))
 
     @property
     def device(self) -> torch.device:
