@@ -138,14 +138,16 @@ def test_a_released_layout_vit_b_loads_with_no_missing_keys(tmp_path: Path) -> N
 
 
 def test_the_embedded_tiny_sam_segments_what_is_clicked_and_boxed(shipped_sam) -> None:
-    """The shipped checkpoint loads with every key and puts a click's and a box's mask on the shape."""
-    image, masks = scene_with_masks(np.random.default_rng(30_000))
-    frame = shipped_sam.encode(image)
-    for kind in ("point", "box"):
-        prompts = [random_prompt(np.random.default_rng(i), mask, kind) for i, mask in enumerate(masks)]
-        result = shipped_sam.segment(frame, prompts)
-        ious = [mask_iou(truth, got) for truth, got in zip(masks, result.masks[:, 0], strict=True)]
-        assert np.mean(ious) > 0.7, (kind, ious)
+    """The shipped checkpoint loads with every key and puts a click's and a box's mask on the shape: on 8
+    held-out scenes here 0.71 / 0.80 mIoU (the card's 200: 0.65 / 0.76)."""
+    for kind, floor in (("point", 0.6), ("box", 0.7)):
+        ious = []
+        for seed in range(30_000, 30_008):
+            image, masks = scene_with_masks(np.random.default_rng(seed))
+            prompts = [random_prompt(np.random.default_rng(i), mask, kind) for i, mask in enumerate(masks)]
+            result = shipped_sam.segment(image, prompts)
+            ious += [mask_iou(truth, got) for truth, got in zip(masks, result.masks[:, 0], strict=True)]
+        assert np.mean(ious) > floor, (kind, np.mean(ious))
 
 
 def test_sam_encoder_backends_onnxruntime_matches_torch_and_tensorrt_falls_back(
