@@ -72,9 +72,17 @@ def render(shapes: list[Shape], width: int, height: int, noise: np.random.Genera
     return image, visible[::-1]
 
 
-def random_shapes(rng: np.random.Generator, width: int, height: int, count: int, overlap: float = 0.5) -> list[Shape]:
-    """``count`` shapes with distinct (category, colour) pairs; ``overlap`` in [0, 1] pulls them together."""
-    pairs = rng.permutation(len(CATEGORIES) * len(COLOURS))[:count]
+def random_shapes(
+    rng: np.random.Generator, width: int, height: int, count: int, overlap: float = 0.5, distinct_colours: bool = False
+) -> list[Shape]:
+    """``count`` shapes with distinct (category, colour) pairs (with ``distinct_colours``, no two of one colour:
+    two touching shapes of one colour read as one region, to a person too); ``overlap`` in [0, 1] pulls them
+    together."""
+    if distinct_colours:
+        categories, colours = rng.permutation(len(CATEGORIES))[:count], rng.permutation(len(COLOURS))[:count]
+        pairs = categories * len(COLOURS) + colours
+    else:
+        pairs = rng.permutation(len(CATEGORIES) * len(COLOURS))[:count]
     base = min(width, height)
     cx, cy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height
     shapes = []

@@ -30,7 +30,7 @@ class ShapesScene:
     def __init__(self, width: int, height: int, count: int, seed: int) -> None:
         self.width, self.height = width, height
         self.rng = np.random.default_rng(seed)
-        self.shapes: list[Shape] = random_shapes(self.rng, width, height, count, overlap=0.35)
+        self.shapes: list[Shape] = random_shapes(self.rng, width, height, count, overlap=0.15, distinct_colours=True)
         self.velocity = self.rng.uniform(-4, 4, size=(count, 2))
 
     def step(self) -> tuple[np.ndarray, list[np.ndarray], list[Shape]]:
