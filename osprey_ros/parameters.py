@@ -205,9 +205,10 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "everything_nms_thresh",
-        0.7,
-        "Everything mode: mask IoU above which the lower-scored mask is dropped (nested parts and wholes stay).",
-        min_value=0.0,
+        -1.0,
+        "Everything mode: mask IoU above which the lower-scored mask is dropped (a part covering less of its whole "
+        "stays); -1 = what suits sam_preset (0.7 for the released models, 0.5 for tiny).",
+        min_value=-1.0,
         max_value=1.0,
     ),
     ParamSpec(

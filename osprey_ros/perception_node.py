@@ -124,13 +124,13 @@ def everything_config(settings: NodeSettings) -> AutomaticMaskConfig:
         for name, value in (
             ("pred_iou_thresh", settings.everything_pred_iou_thresh),
             ("stability_score_thresh", settings.everything_stability_thresh),
+            ("nms_thresh", settings.everything_nms_thresh),
         )
         if value >= 0
     }
     return AutomaticMaskConfig.recommended(
         get_sam_preset(settings.sam_preset) if settings.sam_preset != "none" else None,
         points_per_side=settings.everything_points_per_side,
-        nms_thresh=settings.everything_nms_thresh,
         min_area_fraction=settings.everything_min_area,
         max_masks=settings.max_regions,
         **thresholds,

@@ -53,6 +53,7 @@ class AutomaticMaskConfig:
         if preset is not None:
             settings.setdefault("pred_iou_thresh", preset.everything_pred_iou_thresh)
             settings.setdefault("stability_score_thresh", preset.everything_stability_thresh)
+            settings.setdefault("nms_thresh", preset.everything_nms_thresh)
         return cls(**settings)
 
     def __post_init__(self) -> None:

@@ -41,6 +41,7 @@ class SamConfig:
     # chosen on validation scenes of the shapes world (training.sam_card --sweep).
     everything_pred_iou_thresh: float = 0.88
     everything_stability_thresh: float = 0.95
+    everything_nms_thresh: float = 0.7
     pixel_mean: tuple[float, float, float] = field(default=(123.675, 116.28, 103.53))
     pixel_std: tuple[float, float, float] = field(default=(58.395, 57.12, 57.375))
 
@@ -62,6 +63,7 @@ SAM_PRESETS: dict[str, SamConfig] = {
         decoder_mlp_dim=512,
         everything_pred_iou_thresh=0.5,
         everything_stability_thresh=0.6,
+        everything_nms_thresh=0.5,
     ),
 }
 
