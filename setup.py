@@ -49,6 +49,7 @@ setup(
             "synthetic_camera = osprey_ros.synthetic_camera:main",
             "osprey-perception = osprey_ros.launcher:main",
             "osprey-demo = osprey_ros.demo:main",
+            "osprey-reason-demo = osprey_ros.reason_demo:main",
         ]
     },
     zip_safe=False,

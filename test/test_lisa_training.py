@@ -16,6 +16,7 @@ from PIL import Image
 from osprey_model.lisa import LisaPredictor
 from osprey_model.lisa.tiny import create_tiny_lisa, lisa_tokenizer
 from osprey_model.shapes import random_shapes, render
+from osprey_model.shapes_queries import COLOUR_KNOWLEDGE, GEOMETRY, candidate_queries
 from training.lisa.data import (
     SemanticDataset,
     draw_source,
@@ -34,9 +35,8 @@ from training.lisa.recipe import (
     merge_lora,
     prepare_for_training,
     sample_loss,
-    warmup_decay,
 )
-from training.lisa.shapes_queries import COLOUR_KNOWLEDGE, GEOMETRY, candidate_queries
+from training.loop import warmup_decay
 from training.train_tiny_sam import scene
 
 
@@ -248,7 +248,7 @@ def test_a_few_steps_lower_the_loss_on_the_batch_and_on_a_held_out_one(lisa_for_
     recipe = LisaRecipe(learning_rate=3e-3, warmup_steps=2)
     parameters = prepare_for_training(model, recipe)
     optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, betas=recipe.betas, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_decay(step, recipe.warmup_steps, 40))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_decay(step, 40, recipe.warmup_steps))
     train, held_out = toy_batch(predictor, 1), toy_batch(predictor, 2)
 
     def loss_of(batch) -> LisaLoss:
@@ -277,7 +277,7 @@ def test_a_few_steps_lower_the_loss_on_the_batch_and_on_a_held_out_one(lisa_for_
 
 
 def test_warmup_then_linear_decay() -> None:
-    assert [round(warmup_decay(s, 100, 5000), 4) for s in (0, 49, 99, 100, 2550, 5000)] == [
+    assert [round(warmup_decay(s, 5000, 100), 4) for s in (0, 49, 99, 100, 2550, 5000)] == [
         0.01,
         0.5,
         1.0,

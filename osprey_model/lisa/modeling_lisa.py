@@ -109,8 +109,8 @@ class LisaForCausalLM(nn.Module):
 
     # ---- vision side ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """CLIP-preprocessed pixels (B, 3, 224, 224) → projected image tokens (B, 256, hidden).
+    def clip_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP-preprocessed pixels (B, 3, 224, 224) → patch features (B, 256, 1024) of the frozen tower.
 
         LLaVA v1's choice: the second-to-last layer's hidden states (before the post-layernorm), CLS dropped.
         """
@@ -118,8 +118,12 @@ class LisaForCausalLM(nn.Module):
             raise RuntimeError("no CLIP vision tower loaded")
         tower_dtype = self.vision_tower.dtype
         out = self.vision_tower(pixel_values.to(self.device, tower_dtype), output_hidden_states=True)
-        patches = out.hidden_states[self.config.mm_vision_select_layer][:, 1:]
-        return self.mm_projector(patches.to(self.dtype))
+        return out.hidden_states[self.config.mm_vision_select_layer][:, 1:]
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP-preprocessed pixels → projected image tokens (B, 256, hidden); gradients reach the projector
+        only (the tower is frozen)."""
+        return self.mm_projector(self.clip_features(pixel_values).to(self.dtype))
 
     def splice(self, input_ids: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
         """Embed one prompt (L,) and put the image tokens (P, hidden) where ``IMAGE_TOKEN_INDEX`` stands."""

@@ -72,13 +72,6 @@ def merge_lora(model: LisaForCausalLM) -> None:
                 setattr(parent, name, child.get_base_layer())
 
 
-def warmup_decay(step: int, warmup: int, total: int) -> float:
-    """The learning-rate factor: 0 → 1 linearly over ``warmup`` steps, then linearly to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
 def answer_ids(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
     """The target answer's ids (with the end of sequence), ``[SEG]`` as its own id and no whitespace next to
     it, as the released tokenizer made the training text ("Sure, [SEG]." → Sure , [SEG] . </s>)."""
@@ -113,17 +106,21 @@ def make_sample(tokenizer: PreTrainedTokenizerBase, query: str, answer: str, tar
     return Sample(ids, labels, masks.long())
 
 
-def sample_loss(
-    model: LisaForCausalLM,
-    segmenter: SamSegmenter,
-    seg_token_id: int,
-    samples: list[Sample],
-    image_tokens: list[torch.Tensor],
-    sam_frames: list[SamFrame],
-) -> LisaLoss:
-    """The released loss over a batch: text CE on the answers, then each ``[SEG]``'s mask from the state
-    before it, upscaled to the image's size, against its target. CLIP tokens and SAM embeddings come
-    computed (both encoders are frozen), so a trainer may cache them per image."""
+@dataclass
+class AnswerStates:
+    """The decoder's final-norm states over a padded batch of prompt + answer rows, and the shifted labels."""
+
+    hidden: torch.Tensor  # (B, L, hidden)
+    labels: torch.Tensor  # (B, L), IGNORE_INDEX outside the answers
+
+    def seg_states(self, row: int, seg_token_id: int) -> torch.Tensor:
+        """The states that predict each ``[SEG]`` of row ``row``'s answer (position p predicts token p + 1)."""
+        before_seg = (self.labels[row, 1:] == seg_token_id).nonzero().flatten()
+        return self.hidden[row, before_seg]
+
+
+def answer_states(model: LisaForCausalLM, samples: list[Sample], image_tokens: list[torch.Tensor]) -> AnswerStates:
+    """Teacher-forced pass over the samples (image tokens spliced in, right-padded)."""
     rows = [model.splice(s.input_ids, tokens) for s, tokens in zip(samples, image_tokens, strict=True)]
     row_labels = []
     for s, row in zip(samples, rows, strict=True):
@@ -138,19 +135,44 @@ def sample_loss(
     for i, (row, lab) in enumerate(zip(rows, row_labels, strict=True)):
         embeds[i, : len(row)], attention[i, : len(row)], labels[i, : len(row)] = row, 1, lab.to(embeds.device)
     hidden = model.language_model.model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
-    logits = model.language_model.lm_head(hidden)
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    return AnswerStates(hidden, labels)
+
+
+def text_loss(model: LisaForCausalLM, states: AnswerStates) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens; the LM head runs on those positions only (the rest of the
+    batch's logits would be discarded anyway, and the vocabulary makes them the costliest part)."""
+    predicting = states.labels[:, 1:] != IGNORE_INDEX
+    logits = model.language_model.lm_head(states.hidden[:, :-1][predicting])
+    return F.cross_entropy(logits.float(), states.labels[:, 1:][predicting])
+
+
+def seg_mask_logits(
+    model: LisaForCausalLM, segmenter: SamSegmenter, seg_states: torch.Tensor, frame: SamFrame
+) -> torch.Tensor:
+    """``[SEG]`` states (N, hidden) → mask logits (N, H, W) at the image's size, gradients kept."""
+    low_res, _ = segmenter.decode_prompt_embeddings(frame, model.seg_prompts(seg_states))
+    return segmenter.sam.postprocess_masks(low_res, frame.input_hw, frame.image_hw)[:, 0]
+
+
+def sample_loss(
+    model: LisaForCausalLM,
+    segmenter: SamSegmenter,
+    seg_token_id: int,
+    samples: list[Sample],
+    image_tokens: list[torch.Tensor],
+    sam_frames: list[SamFrame],
+) -> LisaLoss:
+    """The released loss over a batch: text CE on the answers, then each ``[SEG]``'s mask from the state
+    before it, upscaled to the image's size, against its target. CLIP tokens and SAM embeddings come
+    computed (both encoders are frozen), so a trainer may cache them per image."""
+    states = answer_states(model, samples, image_tokens)
+    ce = text_loss(model, states)
     mask_logits, targets = [], []
     for i, sample in enumerate(samples):
-        before_seg = (labels[i, 1:] == seg_token_id).nonzero().flatten()  # position p predicts token p + 1
-        if not len(before_seg):
-            mask_logits.append(hidden.new_zeros((0, *sample.targets.shape[1:])))
-            targets.append(sample.targets)
-            continue
-        prompts = model.seg_prompts(hidden[i, before_seg])
-        low_res, _ = segmenter.decode_prompt_embeddings(sam_frames[i], prompts)
-        frame = sam_frames[i]
-        upscaled = segmenter.sam.postprocess_masks(low_res, frame.input_hw, frame.image_hw)[:, 0]
-        mask_logits.append(upscaled)
-        targets.append(sample.targets.to(upscaled.device))
+        seg = states.seg_states(i, seg_token_id)
+        if not len(seg):
+            mask_logits.append(states.hidden.new_zeros((0, *sample.targets.shape[1:])))
+        else:
+            mask_logits.append(seg_mask_logits(model, segmenter, seg, sam_frames[i]))
+        targets.append(sample.targets.to(states.hidden.device))
     return lisa_loss(ce, mask_logits, targets)

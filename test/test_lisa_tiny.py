@@ -1,0 +1,178 @@
+"""Training LISA end to end (the shared loop, the tiny curriculum), its evaluation entry point, and the shipped
+tiny LISA: its held-out quality against the baselines, and the reasoning demo over real rclpy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from ros_harness import domain_id, ros_env
+
+from osprey_model.embedded import EMBEDDED_LISA, resolve_lisa_dir
+from osprey_model.lisa import LisaPredictor
+from osprey_model.shapes import random_shapes, render
+from osprey_model.shapes_queries import COLOUR_KNOWLEDGE
+from training.evaluate_lisa import main as evaluate_main
+from training.lisa.trainer import LisaTrainConfig, LisaTrainer, deepest_point
+from training.lisa_card import baseline, held_out_items, table
+from training.train_tiny_lisa import shapes_items
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shipped() -> LisaPredictor:
+    return LisaPredictor.from_pretrained(resolve_lisa_dir("embedded"))
+
+
+def test_deepest_point_is_inside_the_mask() -> None:
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 2:12] = 1
+    x, y = deepest_point(mask)
+    assert mask[int(y), int(x)] == 1 and 5 <= x <= 8 and 8 <= y <= 11
+
+
+def _trainer(model_dir: Path, clip_dir: Path, out: Path, steps: int, **overrides) -> LisaTrainer:
+    predictor = LisaPredictor.from_pretrained(model_dir, clip_dir)
+    settings = {"batch_size": 2, "warmup_steps": 1, "save_every": 1, **overrides}
+    config = LisaTrainConfig(str(out), steps, **settings)
+    return LisaTrainer(predictor.model, predictor.tokenizer, predictor.image_processor, shapes_items(0), config)
+
+
+def test_trainer_logs_metrics_saves_resumes_and_writes_the_released_layout(tmp_path: Path) -> None:
+    from osprey_model.lisa.tiny import create_tiny_lisa
+
+    model_dir, clip_dir = create_tiny_lisa(tmp_path / "init")
+    out = tmp_path / "run"
+    _trainer(model_dir, clip_dir, out, 2, trainable="ground", click_weight=1.0).train()
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert {"loss", "ce", "bce", "dice", "click", "learning_rate"} <= rows[0].keys()
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert (out / "checkpoint-last" / "trainer_state.pt").is_file()
+    # Asked for 3 steps now, the run resumes at step 2 rather than starting over.
+    _trainer(model_dir, clip_dir, out, 3, trainable="ground", click_weight=1.0).train()
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    reloaded = LisaPredictor.from_pretrained(out, clip_dir)  # final weights in the released layout
+    assert reloaded.model.config.hidden_size == 64
+
+
+def test_released_recipe_run_merges_lora_into_the_saved_weights(tmp_path: Path) -> None:
+    from osprey_model.lisa.tiny import create_tiny_lisa
+
+    model_dir, clip_dir = create_tiny_lisa(tmp_path / "init")
+    trainer = _trainer(model_dir, clip_dir, tmp_path / "run", 1, save_every=0)
+    assert any("lora_A" in name for name, _ in trainer.model.named_parameters())
+    trainer.train()
+    # Every key of the saved file must be a released one: a LoRA key would fail this load as unexpected.
+    predictor = LisaPredictor.from_pretrained(tmp_path / "run", clip_dir)
+    assert not any("lora" in name for name in predictor.model.state_dict())
+
+
+def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
+    """A few steps of every stage; the result loads and answers (what it answers is the shipped card's job)."""
+    out = tmp_path / "tiny"
+    command = [sys.executable, "-m", "training.train_tiny_lisa", "--out", str(out), "--clip-steps", "2"]
+    command += ["--click-steps", "2", "--ground-steps", "2", "--lisa-steps", "2", "--batch-size", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("clip", "click", "ground", "lisa"):
+        assert len(list(csv.DictReader((out / stage / "metrics.csv").open()))) == 2, stage
+    record = json.loads((out / "LISA-tiny" / "training.json").read_text())
+    assert [run["stage"] for run in record["runs"]] == ["clip", "click", "ground", "released"]
+    predictor = LisaPredictor.from_pretrained(out / "LISA-tiny")  # the CLIP folder is found beside it
+    image, _ = render(random_shapes(np.random.default_rng(0), 320, 240, 3), 320, 240)
+    result = predictor.segment(image, "Which shape has three corners?", max_new_tokens=4)
+    assert result.masks.shape[1:] == (240, 320)
+
+
+def write_reason_seg_shapes(folder: Path, count: int) -> None:
+    """ReasonSeg-format records (JPEG + LabelMe JSON) of single unoccluded shapes, asked by colour knowledge."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for i in range(count):
+        shapes = random_shapes(rng, 320, 240, 3, overlap=0.0, distinct_colours=True)
+        image, _ = render(shapes, 320, 240)
+        Image.fromarray(image).save(folder / f"item{i}.jpg", quality=95)
+        target = shapes[0]
+        thing = COLOUR_KNOWLEDGE[target.colour][0][0]
+        record = {
+            "text": [f"Which shape is the colour of {thing}? Please output segmentation mask."],
+            "is_sentence": True,
+            "shapes": [{"label": "target", "points": [list(p) for p in target.outline()]}],
+        }
+        (folder / f"item{i}.json").write_text(json.dumps(record))
+    (folder / "broken.json").write_text("{ not json")
+
+
+def test_evaluate_lisa_on_reason_seg_format_data(tmp_path: Path, caplog) -> None:
+    write_reason_seg_shapes(tmp_path / "val", 3)
+    evaluate_main(["--model", str(EMBEDDED_LISA), "--data", str(tmp_path / "val"), "--out", str(tmp_path / "out")])
+    lines = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(len(line["ious"]) == 1 for line in lines)
+    giou = np.mean([line["ious"][0] for line in lines])
+    table_text = (tmp_path / "out" / "results.md").read_text()
+    assert f"| 3 | 3 | {giou:.3f} |" in table_text
+    assert "broken.json skipped" in caplog.text
+
+
+def test_the_shipped_tiny_lisa_beats_both_baselines_on_held_out_queries(shipped: LisaPredictor) -> None:
+    """A regression test on the shipped checkpoint (its card has the full table on 200 queries)."""
+    from training.evaluate_lisa import evaluate
+
+    items, visible = held_out_items(per_kind=6)
+    results = {
+        "model": evaluate(shipped, items),
+        "everything": baseline("everything", items, visible),
+        "random": baseline("random shape", items, visible),
+    }
+    scores = table(results)
+    model, everything, random = (scores[m]["all"]["giou"] for m in ("model", "everything", "random"))
+    assert model > everything + 0.15 and model > random + 0.15, scores
+
+
+def test_reason_demo_over_real_rclpy() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "osprey_ros.reason_demo", "--frames", "1", "--queries", "2"],
+        env=ros_env(domain_id(33)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr[-3000:]
+    assert len(re.findall(r"^  Q: .+\n     meant: .+$", out, flags=re.M)) == 2, out
+    assert len(re.findall(r"^     LISA: '.*\[SEG\].*'", out, flags=re.M)) == 2, out
+    masks = re.findall(r"^     mask \d: IoU (\d\.\d\d) with the \w+ \w+; Osprey: '.+'$", out, flags=re.M)
+    assert len(masks) >= 2, out
+    assert re.search(r"^\d+ meant shapes: mean IoU \d\.\d\d; \d+ found \(IoU >= 0\.5\)$", out, flags=re.M), out
+
+
+def test_training_cli_on_the_released_formats(tmp_path: Path, caplog) -> None:
+    """ReasonSeg (one good record, two bad ones skipped) and VQA through the mix, two steps, resumable."""
+    from test_lisa_training import write_reason_seg
+
+    from osprey_model.lisa.tiny import create_tiny_lisa
+    from training.lisa.train import main as train_main
+
+    model_dir, clip_dir = create_tiny_lisa(tmp_path / "init")
+    write_reason_seg(tmp_path / "reason")
+    turns = [{"from": "human", "value": "<image>\nWhat colour is the picture?"}, {"from": "gpt", "value": "Black."}]
+    vqa = [{"id": "v", "image": "good.jpg", "conversations": turns}]
+    (tmp_path / "vqa.json").write_text(json.dumps(vqa))
+    args = ["--model", str(model_dir), "--clip", str(clip_dir), "--out", str(tmp_path / "run")]
+    args += ["--reason-seg", str(tmp_path / "reason"), "--vqa", str(tmp_path / "vqa.json")]
+    args += ["--vqa-images", str(tmp_path / "reason"), "--steps", "2", "--grad-accum", "1", "--save-every", "1"]
+    out = train_main(args)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2"] and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert "cut.json skipped" in caplog.text
+    LisaPredictor.from_pretrained(out, clip_dir)

@@ -1,0 +1,202 @@
+"""The training loop every model here shares: optimizer and schedule, DeepSpeed ZeRO-2 when configured,
+gradient accumulation and clipping, resume from ``checkpoint-last``, a tqdm bar and ``metrics.csv``.
+
+A model's trainer subclasses ``TrainingLoop`` and says only what differs: its batches, its loss (with any
+extra figures to log) and how its weights are saved and restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+METRICS_FILE = "metrics.csv"
+LAST_CHECKPOINT = "checkpoint-last"
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warmup_decay(step: int, total: int, warmup: int) -> float:
+    """DeepSpeed's WarmupDecayLR: 0 → 1 linearly over ``warmup`` steps, then linearly to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+SCHEDULES: dict[str, Callable[[int, int, int], float]] = {"cosine": cosine_with_warmup, "warmup_decay": warmup_decay}
+
+
+class TrainingLoop:
+    """Subclasses implement ``batches``, ``compute_loss``, ``save_model`` and ``load_model``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: list[nn.Parameter],
+        output_dir: str | Path,
+        *,
+        name: str = "train",
+        metrics_prefix: dict[str, Any] | None = None,
+        total_steps: int,
+        learning_rate: float,
+        warmup_steps: int,
+        schedule: str = "cosine",
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        max_grad_norm: float = 1.0,
+        grad_accum: int = 1,
+        save_every: int = 0,
+        micro_batch_size: int = 1,
+        deepspeed_config: str = "",
+    ) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
+        self.model, self.params = model, params
+        self.name = name  # the progress bar's label
+        self.metrics_prefix = metrics_prefix or {}  # constant leading columns of metrics.csv (e.g. the stage)
+        self.output_dir = Path(output_dir)
+        self.total_steps, self.warmup = total_steps, max(1, warmup_steps)
+        self.max_grad_norm, self.grad_accum, self.save_every = max_grad_norm, grad_accum, save_every
+        self.optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=betas, weight_decay=weight_decay)
+        factor = SCHEDULES[schedule]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: factor(step, self.total_steps, self.warmup)
+        )
+        self.engine = self._deepspeed(deepspeed_config, micro_batch_size) if deepspeed_config else None
+        self.step = 0
+
+    def _deepspeed(self, config_path: str, micro_batch_size: int):
+        """ZeRO-2 engine on GPUs (bf16); the micro-batch, accumulation and clipping come from our settings."""
+        import deepspeed
+
+        ds_config = json.loads(Path(config_path).read_text())
+        ds_config.update(
+            train_micro_batch_size_per_gpu=micro_batch_size,
+            gradient_accumulation_steps=self.grad_accum,
+            gradient_clipping=self.max_grad_norm,
+        )
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=self.model, model_parameters=self.params, optimizer=self.optimizer,
+            lr_scheduler=self.scheduler, config=ds_config,
+        )  # fmt: skip
+        self.optimizer, self.scheduler = optimizer, scheduler
+        return engine
+
+    # ---- what a model's trainer says ----------------------------------------------------------------
+    def batches(self) -> Iterator[Any]:
+        """Batches, endlessly or for one epoch (the loop starts another one when it ends)."""
+        raise NotImplementedError
+
+    def compute_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimise and extra figures for metrics.csv (the same names every step)."""
+        raise NotImplementedError
+
+    def save_model(self, target: Path, final: bool) -> None:
+        raise NotImplementedError
+
+    def load_model(self, checkpoint: Path) -> None:
+        raise NotImplementedError
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+    def save(self, final: bool = False) -> Path:
+        """The model (the final one in ``output_dir``), plus what a resume needs in ``checkpoint-last``."""
+        if final:
+            self.save_model(self.output_dir, final=True)
+            return self.output_dir
+        target = self.output_dir / f"{LAST_CHECKPOINT}.tmp"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        self.save_model(target, final=False)
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        torch.save(state, target / STATE_FILE)
+        last = self.output_dir / LAST_CHECKPOINT
+        shutil.rmtree(last, ignore_errors=True)
+        target.rename(last)  # a crash mid-save never leaves a half-written checkpoint-last
+        return last
+
+    def try_resume(self) -> bool:
+        checkpoint = self.output_dir / LAST_CHECKPOINT
+        if not (checkpoint / STATE_FILE).is_file():
+            return False
+        self.load_model(checkpoint)
+        state = torch.load(checkpoint / STATE_FILE, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        logger.info("resumed %s from %s at step %d", self.name, checkpoint, self.step)
+        return True
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def train(self) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.try_resume()
+        metrics_path = self.output_dir / METRICS_FILE
+        new_log = not metrics_path.exists()
+        with metrics_path.open("a", newline="") as f:
+            log = csv.writer(f)
+            bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step")
+            start = time.monotonic()
+            micro = 0
+            while self.step < self.total_steps:
+                for batch in self.batches():
+                    if batch is None:
+                        continue
+                    loss, extra = self.compute_loss(batch)
+                    loss = loss / self.grad_accum
+                    if self.engine is not None:
+                        self.engine.backward(loss)
+                        self.engine.step()
+                    else:
+                        loss.backward()
+                    micro += 1
+                    if micro % self.grad_accum:
+                        continue
+                    if self.engine is None:
+                        torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+                        self.optimizer.step()
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    value = loss.item() * self.grad_accum
+                    lr = self.scheduler.get_last_lr()[0]
+                    if new_log:
+                        log.writerow([*self.metrics_prefix, "step", "loss", *extra, "learning_rate", "seconds"])
+                        new_log = False
+                    log.writerow(
+                        [
+                            *self.metrics_prefix.values(),
+                            self.step,
+                            f"{value:.4f}",
+                            *(f"{v:.4f}" for v in extra.values()),
+                            f"{lr:.3e}",
+                            f"{time.monotonic() - start:.1f}",
+                        ]
+                    )
+                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
+                    bar.update()
+                    if self.save_every and self.step % self.save_every == 0:
+                        f.flush()
+                        self.save()
+                    if self.step >= self.total_steps:
+                        break
+            bar.close()
+        return self.save(final=True)

@@ -1,0 +1,272 @@
+"""Train the embedded tiny LISA on the shapes world: a query that names no shape in, the meant shape's mask out.
+
+    python -m training.train_tiny_lisa --out work/tiny-lisa
+
+A curriculum, since a toy LLM → ``[SEG]`` → SAM chain trained end to end from scratch learns to segment every
+shape at once and stays there (``sam-and-evaluation-facts.md``). Each stage is a ``TrainingLoop`` with its own
+``metrics.csv`` under ``--out``:
+
+1. ``clip``: the CLIP tower. The released one is pretrained; ours learns the shapes world from per-patch
+   labels (the colour and the kind of shape seen there), read at the layer LLaVA uses (second-to-last).
+2. ``click``: SAM's mask decoder, starting from the shipped tiny SAM (trained on points and boxes), learns
+   one-token prompts — a click's embedding alone, the form a ``[SEG]`` prompt has.
+3. ``ground``: the LLM, projector and ``text_hidden_fcs`` (LISA starts from a trained LLaVA; ours starts
+   from nothing) learn to answer and to make each ``[SEG]`` prompt a click on its target: text CE + the
+   released mask loss + a regression onto that click's embedding; SAM frozen.
+4. ``lisa``: the released recipe — LoRA r=8 on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs`` and
+   the mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100 warm-up steps.
+
+The result is a released-layout folder (``LISA-tiny``) and its CLIP tower's own folder beside it; the card's
+figures come from ``python -m training.lisa_card``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
+
+from osprey_model.image_processing import CLIP_MEAN, CLIP_STD
+from osprey_model.lisa import LisaForCausalLM
+from osprey_model.lisa.config import LisaConfig
+from osprey_model.lisa.prompting import IM_END, IM_START, SEG
+from osprey_model.sam import SamSegmenter, load_sam
+from osprey_model.shapes import CATEGORIES, COLOURS
+
+from .lisa.losses import mask_bce, mask_dice
+from .lisa.shapes_data import corpus, shapes_sample
+from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer, click_embedding
+from .loop import TrainingLoop
+from .shapes_world import scene
+from .tokenizer import train_tokenizer
+
+MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
+CLIP_IMAGE_SIZE, CLIP_PATCH = 224, 14
+TINY_SAM = Path(__file__).resolve().parents[1] / "osprey_model/checkpoints/tiny-sam/sam_tiny.safetensors"
+
+
+def tiny_clip_config() -> CLIPVisionConfig:
+    """ViT at 224 px with 14 px patches, as ViT-L/14: 256 image tokens; 64 wide, 4 layers."""
+    return CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        image_size=CLIP_IMAGE_SIZE,
+        patch_size=CLIP_PATCH,
+    )
+
+
+def tiny_image_processor() -> CLIPImageProcessor:
+    """CLIP's normalisation, the whole frame squashed to 224 × 224 (no centre crop: no shape is cut away)."""
+    return CLIPImageProcessor(
+        size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE},
+        do_center_crop=False,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
+
+
+def tiny_lisa_config(vocab_size: int) -> LisaConfig:
+    return LisaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        mm_vision_tower=CLIP_FOLDER,
+        mm_hidden_size=tiny_clip_config().hidden_size,
+        sam_preset="tiny",
+    )
+
+
+def build_tokenizer():
+    tokenizer = train_tokenizer(corpus(), vocab_size=400, region_tokens=False)
+    tokenizer.add_tokens([IM_START, IM_END], special_tokens=True)
+    tokenizer.add_tokens([SEG])  # a plain added token, as released
+    return tokenizer
+
+
+# ---- stage 1: the CLIP tower ------------------------------------------------------------------------------
+def patch_labels(masks: list[np.ndarray], shapes, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per patch of the squashed frame: the colour and the kind of the shape covering most of it (0 = none)."""
+    stack = torch.from_numpy(np.stack([~np.logical_or.reduce(masks), *masks])).float()[None]
+    cover = F.adaptive_avg_pool2d(stack, grid)[0].argmax(0).numpy()  # 0 = background, k + 1 = shape k
+    colour = np.array([0] + [1 + list(COLOURS).index(s.colour) for s in shapes])[cover]
+    category = np.array([0] + [1 + CATEGORIES.index(s.category) for s in shapes])[cover]
+    return colour, category
+
+
+class ClipPretraining(TrainingLoop):
+    def __init__(self, tower: CLIPVisionModel, out: Path, steps: int, batch_size: int, seed: int) -> None:
+        width, grid = tower.config.hidden_size, tower.config.image_size // tower.config.patch_size
+        self.tower, self.grid, self.batch_size = tower, grid, batch_size
+        self.heads = nn.ModuleDict({"colour": nn.Linear(width, len(COLOURS) + 1), "kind": nn.Linear(width, 7)})
+        self.processor, self.rng = tiny_image_processor(), np.random.default_rng(seed)
+        params = [*tower.parameters(), *self.heads.parameters()]
+        super().__init__(tower, params, out, name="clip", total_steps=steps, learning_rate=1e-3, warmup_steps=50)
+
+    def batches(self) -> Iterator[list]:
+        while True:
+            yield [scene(self.rng, overlap=float(self.rng.uniform(0.0, 0.6))) for _ in range(self.batch_size)]
+
+    def compute_loss(self, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
+        images = [image for image, *_ in batch]
+        labels = [patch_labels(visible, shapes, self.grid) for _, visible, _, shapes in batch]
+        pixels = self.processor(images=images, return_tensors="pt", input_data_format="channels_last")
+        states = self.tower(pixels["pixel_values"], output_hidden_states=True).hidden_states[-2][:, 1:]
+        colour = torch.as_tensor(np.stack([c for c, _ in labels])).flatten(1)
+        kind = torch.as_tensor(np.stack([k for _, k in labels])).flatten(1)
+        colour_loss = F.cross_entropy(self.heads["colour"](states).flatten(0, 1), colour.flatten())
+        kind_loss = F.cross_entropy(self.heads["kind"](states).flatten(0, 1), kind.flatten())
+        return colour_loss + kind_loss, {"colour": colour_loss.item(), "kind": kind_loss.item()}
+
+    def save_model(self, target: Path, final: bool) -> None:
+        save_file({k: v.contiguous() for k, v in self.tower.state_dict().items()}, target / "clip_tower.safetensors")
+
+    def load_model(self, checkpoint: Path) -> None:
+        self.tower.load_state_dict(load_file(checkpoint / "clip_tower.safetensors"))
+
+
+# ---- stage 2: one-token clicks for SAM's decoder -----------------------------------------------------------
+class ClickPretraining(TrainingLoop):
+    def __init__(self, segmenter: SamSegmenter, out: Path, steps: int, batch_size: int, seed: int) -> None:
+        self.segmenter, self.batch_size, self.rng = segmenter, batch_size, np.random.default_rng(seed)
+        decoder = segmenter.sam.mask_decoder
+        super().__init__(
+            decoder, list(decoder.parameters()), out, name="click", total_steps=steps, learning_rate=3e-4,
+            warmup_steps=20,
+        )  # fmt: skip
+
+    def batches(self) -> Iterator[list]:
+        while True:
+            yield [scene(self.rng, overlap=float(self.rng.uniform(0.0, 0.6))) for _ in range(self.batch_size)]
+
+    def compute_loss(self, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
+        bce, dice = [], []
+        for image, visible, _, _ in batch:
+            frame = self.segmenter.encode(image)
+            frame.embedding = frame.embedding.clone()
+            masks = [m for m in visible if m.sum() >= 30]
+            points = []
+            for mask in masks:  # a click anywhere on the shape
+                ys, xs = np.nonzero(mask)
+                i = int(self.rng.integers(len(xs)))
+                points.append((float(xs[i]), float(ys[i])))
+            prompts = click_embedding(self.segmenter, frame, points)
+            low_res, _ = self.segmenter.decode_prompt_embeddings(frame, prompts)
+            logits = self.segmenter.sam.postprocess_masks(low_res, frame.input_hw, frame.image_hw)[:, 0]
+            target = torch.as_tensor(np.stack(masks)).long()
+            bce.append(mask_bce(logits, target))
+            dice.append(mask_dice(logits, target))
+        bce_loss, dice_loss = torch.cat(bce).mean(), torch.cat(dice).mean()
+        return 2.0 * bce_loss + 0.5 * dice_loss, {"bce": bce_loss.item(), "dice": dice_loss.item()}
+
+    def save_model(self, target: Path, final: bool) -> None:
+        state = self.segmenter.sam.mask_decoder.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, target / "mask_decoder.safetensors")
+
+    def load_model(self, checkpoint: Path) -> None:
+        self.segmenter.sam.mask_decoder.load_state_dict(load_file(checkpoint / "mask_decoder.safetensors"))
+
+
+# ---- stages 3 and 4: the LISA chain ------------------------------------------------------------------------
+def shapes_items(seed: int) -> Iterator[LisaItem]:
+    rng = np.random.default_rng(seed)
+    while True:
+        sample = shapes_sample(rng)
+        targets = [t.astype(np.uint8) for t in sample.targets]
+        yield LisaItem(sample.image, sample.query.query, sample.query.answer, targets)
+
+
+def write_release(model: LisaForCausalLM, tokenizer, tower: CLIPVisionModel, out: Path) -> tuple[Path, Path]:
+    """The released layout: the LISA folder (fp16 safetensors: small to ship) and the CLIP tower's folder,
+    a whole CLIP model as openai/clip-vit-large-patch14 is."""
+    model_dir, clip_dir = out / MODEL_FOLDER, out / CLIP_FOLDER
+    model.half().save_pretrained(model_dir)
+    model.float()
+    tokenizer.save_pretrained(model_dir)
+    config = tower.config
+    text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=config.to_dict(), projection_dim=16))
+    clip.vision_model.load_state_dict(tower.vision_model.state_dict())
+    clip.half().save_pretrained(clip_dir)
+    tiny_image_processor().save_pretrained(clip_dir)
+    return model_dir, clip_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clip-steps", type=int, default=600)
+    parser.add_argument("--click-steps", type=int, default=300)
+    parser.add_argument("--ground-steps", type=int, default=2000)
+    parser.add_argument("--lisa-steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--click-weight", type=float, default=4.0)
+    parser.add_argument("--save-every", type=int, default=250, help="steps between resumable checkpoints")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = []
+
+    def timed(name: str, steps: int, run) -> None:
+        start = time.monotonic()
+        run()
+        runs.append({"stage": name, "steps": steps, "minutes": round((time.monotonic() - start) / 60, 1)})
+
+    tower = CLIPVisionModel(tiny_clip_config())
+    clip_stage = ClipPretraining(tower, args.out / "clip", args.clip_steps, 32, args.seed)
+    timed("clip", args.clip_steps, clip_stage.train)
+    tower.requires_grad_(False).eval()
+
+    sam = load_sam("tiny", TINY_SAM)
+    segmenter = SamSegmenter(sam)
+    sam.requires_grad_(False)
+    sam.mask_decoder.requires_grad_(True)
+    click_stage = ClickPretraining(segmenter, args.out / "click", args.click_steps, 8, args.seed)
+    timed("click", args.click_steps, click_stage.train)
+
+    tokenizer = build_tokenizer()
+    model = LisaForCausalLM(tiny_lisa_config(len(tokenizer)), tower.config)
+    model.vision_tower = tower
+    model.visual_model = sam
+    processor = tiny_image_processor()
+    stages = [
+        LisaTrainConfig(
+            str(args.out / "ground"), args.ground_steps, args.batch_size, trainable="ground",
+            learning_rate=1e-3, warmup_steps=100, schedule="cosine", click_weight=args.click_weight,
+            save_every=args.save_every, seed=args.seed,
+        ),
+        LisaTrainConfig(
+            str(args.out / "lisa"), args.lisa_steps, args.batch_size, save_every=args.save_every, seed=args.seed + 1
+        ),
+    ]  # fmt: skip
+    for config in stages:
+        trainer = LisaTrainer(model, tokenizer, processor, shapes_items(config.seed), config)
+        timed(config.trainable, config.steps, trainer.train)
+    model.eval()
+    model_dir, clip_dir = write_release(model, tokenizer, tower, args.out)
+    flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items())
+    record = {"command": f"python -m training.train_tiny_lisa {flags}", "runs": runs}
+    (model_dir / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {model_dir} and {clip_dir}")
+
+
+if __name__ == "__main__":
+    main()
