@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-lisa test lint venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(STAMP)
 
@@ -20,9 +20,6 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py $(INTERFACES)
 
 demo: $(STAMP)
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-demo --frames 5
-
-demo-lisa: $(STAMP)
-	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-reason-demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -27,7 +27,12 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["osprey_model", "osprey_model.*", "osprey_ros", "osprey_ros.*"]),
-    package_data={"osprey_model": ["checkpoints/tiny-shapes/*", "checkpoints/tiny-sam/*"]},
+    package_data={
+        "osprey_model": [
+            "checkpoints/tiny-shapes/*",
+            "checkpoints/tiny-sam/*",
+        ]
+    },
     data_files=data_files(),
     install_requires=[
         "torch>=2.4",

@@ -1,5 +1,5 @@
-"""Where the embedded default checkpoints live (tiny Osprey, tiny SAM, tiny LISA), so the node runs with no
-weights given."""
+"""Where the embedded default checkpoints live (tiny Osprey, tiny SAM), so the node runs with no weights
+given."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import torch
 
 EMBEDDED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny-shapes"
 EMBEDDED_SAM = Path(__file__).parent / "checkpoints" / "tiny-sam" / "sam_tiny.safetensors"
-EMBEDDED_LISA = Path(__file__).parent / "checkpoints" / "tiny-lisa" / "LISA-tiny"
-EMBEDDED_KEYWORD = "embedded"  # lisa_model_dir / --model value naming the shipped tiny LISA
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -31,16 +29,6 @@ def default_sam_checkpoint() -> Path:
             "vit_h), or sam_preset none"
         )
     return EMBEDDED_SAM
-
-
-def resolve_lisa_dir(name: str | Path) -> Path:
-    """A LISA checkpoint folder, or ``embedded`` for the shipped tiny LISA (trained by
-    ``training.train_tiny_lisa``; its CLIP tower's folder lies beside it)."""
-    if str(name) != EMBEDDED_KEYWORD:
-        return Path(name)
-    if not (EMBEDDED_LISA / "config.json").is_file():
-        raise FileNotFoundError(f"no embedded LISA at {EMBEDDED_LISA}: name a LISA checkpoint folder instead")
-    return EMBEDDED_LISA
 
 
 def parse_dtype(name: str) -> torch.dtype:

@@ -14,9 +14,11 @@ of every other, ...), so every answer is unambiguous.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+from scipy import ndimage
 
 from osprey_model.shapes import Shape
 
@@ -48,6 +50,7 @@ TEMPLATES = {
                   ["Find the shape that lies under the {category}."]),
     "both": (["Segment both {colour} shapes.", "Where are the two {colour} shapes?"],
              ["Show me the pair of {colour} shapes."]),
+    "name": (["Segment the {colour} {category}.", "Where is the {colour} {category}?"], []),
 }  # fmt: skip
 SUFFIX = " Please output segmentation mask."
 MIN_VISIBLE_PIXELS = 30
@@ -57,8 +60,15 @@ MIN_VISIBLE_PIXELS = 30
 class ShapesQuery:
     kind: str
     query: str
-    answer: str  # "Sure, [SEG]." or "Sure, [SEG] and [SEG]."
     targets: list[int]  # indices into the scene's shapes, in [SEG] order
+    shapes: list[Shape] = field(repr=False)
+    masks: list[np.ndarray] = field(repr=False)
+
+    @cached_property
+    def answer(self) -> str:
+        """e.g. "Sure, the yellow star (column 3, row 5) [SEG]."; made on first use (only the query a sample
+        keeps needs one)."""
+        return answer_for(self.shapes, self.masks, self.targets)
 
 
 def _pick(rng: np.random.Generator, pair: tuple[list[str], list[str]], held_out: bool) -> str:
@@ -66,11 +76,36 @@ def _pick(rng: np.random.Generator, pair: tuple[list[str], list[str]], held_out:
     return choices[int(rng.integers(len(choices)))]
 
 
+GRID = 8  # the answer's coarse location: column and row of the shape's innermost point on an 8 x 8 grid
+
+
+def innermost_point(mask: np.ndarray) -> tuple[float, float]:
+    """(x, y) of the pixel farthest from the mask's edge: a click that surely lands on the object."""
+    distance = ndimage.distance_transform_edt(np.pad(mask > 0, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
+    return float(x), float(y)
+
+
+def answer_for(shapes: list[Shape], masks: list[np.ndarray], targets: list[int]) -> str:
+    """The answer says what it found and roughly where, then segments it ("Sure, the yellow star (column 3,
+    row 5) [SEG]."): name and place are the reasoning's result, learned as text (a dense signal), and the
+    ``[SEG]`` state right after them points SAM at that shape."""
+    parts = []
+    for i in targets:
+        x, y = innermost_point(masks[i])
+        height, width = masks[i].shape
+        column, row = int(x * GRID / width), int(y * GRID / height)
+        parts.append(f"the {shapes[i].colour} {shapes[i].category} (column {column}, row {row}) [SEG]")
+    return "Sure, " + " and ".join(parts) + "."
+
+
 def candidate_queries(
     shapes: list[Shape], masks: list[np.ndarray], rng: np.random.Generator, held_out: bool = False
 ) -> list[ShapesQuery]:
     """Every unambiguous query this scene allows (``masks``: the visible masks, in ``shapes``' order). Shapes
-    hidden below 30 pixels are not there for the camera: they are neither asked about nor counted."""
+    hidden below 30 pixels are not there for the camera: they are neither asked about nor counted. Training
+    phrasings also include "name" queries ("Segment the yellow star."), the shapes world's semantic
+    segmentation: the step before reasoning."""
     out = []
     visible = [i for i, mask in enumerate(masks) if mask.sum() >= MIN_VISIBLE_PIXELS]
     colours = [shapes[i].colour if i in visible else None for i in range(len(shapes))]
@@ -80,30 +115,33 @@ def candidate_queries(
         if colours.count(shape.colour) == 1:
             thing = _pick(rng, COLOUR_KNOWLEDGE[shape.colour], held_out)
             text = _pick(rng, TEMPLATES["colour"], held_out).format(thing=thing)
-            out.append(ShapesQuery("colour", text + SUFFIX, "Sure, [SEG].", [i]))
+            out.append(ShapesQuery("colour", text + SUFFIX, [i], shapes, masks))
         if categories.count(shape.category) == 1:
             feature = _pick(rng, GEOMETRY[shape.category], held_out)
             text = _pick(rng, TEMPLATES["geometry"], held_out).format(feature=feature)
-            out.append(ShapesQuery("geometry", text + SUFFIX, "Sure, [SEG].", [i]))
+            out.append(ShapesQuery("geometry", text + SUFFIX, [i], shapes, masks))
+        if not held_out:
+            text = _pick(rng, TEMPLATES["name"], held_out).format(colour=shape.colour, category=shape.category)
+            out.append(ShapesQuery("name", text + SUFFIX, [i], shapes, masks))
     centres = {i: float(np.nonzero(masks[i])[1].mean()) for i in visible}
     order = sorted(visible, key=centres.__getitem__)
     for left, right in itertools.pairwise(order):  # the shape just left of another one
         if centres[right] - centres[left] > 0.08 * masks[0].shape[1]:
             anchor = shapes[right]
             text = _pick(rng, TEMPLATES["left_of"], held_out).format(colour=anchor.colour, category=anchor.category)
-            out.append(ShapesQuery("left_of", text + SUFFIX, "Sure, [SEG].", [left]))
+            out.append(ShapesQuery("left_of", text + SUFFIX, [left], shapes, masks))
     for top in visible:  # later shapes are drawn on top
         occluder = shapes[top]
         hidden = [i for i in visible if i < top and _covers(masks, shapes, i, top)]
         if len(hidden) == 1 and categories.count(occluder.category) == 1:
             text = _pick(rng, TEMPLATES["hidden_by"], held_out).format(category=occluder.category)
-            out.append(ShapesQuery("hidden_by", text + SUFFIX, "Sure, [SEG].", hidden))
+            out.append(ShapesQuery("hidden_by", text + SUFFIX, hidden, shapes, masks))
     for colour in {c for c in colours if c is not None}:
         pair = [i for i, c in enumerate(colours) if c == colour]
         if len(pair) == 2:
             pair.sort(key=lambda i: centres[i])
             text = _pick(rng, TEMPLATES["both"], held_out).format(colour=colour)
-            out.append(ShapesQuery("both", text + SUFFIX, "Sure, [SEG] and [SEG].", pair))
+            out.append(ShapesQuery("both", text + SUFFIX, pair, shapes, masks))
     return out
 
 

@@ -12,6 +12,7 @@ import argparse
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,9 +51,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return interruptible(lambda: run(parse_args(argv)))
+
+
+def interruptible(demo: Callable[[], int]) -> int:
+    """Run a demo; Ctrl-C before its pipeline ran (e.g. while the weights load) is a clean exit too."""
     try:
-        return run(parse_args(argv))
-    except KeyboardInterrupt:  # Ctrl-C before the pipeline ran (e.g. while the weights load)
+        return demo()
+    except KeyboardInterrupt:
         rclpy.try_shutdown()
         return 0
 

@@ -168,8 +168,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "lisa_model_dir",
         "",
-        "LISA checkpoint folder (e.g. LISA-7B-v1) for ~/reason_segment; 'embedded' = the shipped tiny LISA; "
-        "empty = LISA not loaded (the node stays as light as without it).",
+        "LISA checkpoint folder (e.g. LISA-7B-v1) for ~/reason_segment; empty = LISA not loaded (the node stays "
+        "as light as without it).",
     ),
     ParamSpec(
         "lisa_clip_dir",

@@ -171,11 +171,10 @@ def load_reasoner(settings: NodeSettings) -> RegionReasoner | None:
     """LISA when ``lisa_model_dir`` names a checkpoint; imported only then, so the node stays as light."""
     if not settings.lisa_model_dir:
         return None
-    from osprey_model.embedded import resolve_lisa_dir
     from osprey_model.lisa import LisaPredictor
 
     predictor = LisaPredictor.from_pretrained(
-        resolve_lisa_dir(settings.lisa_model_dir),
+        settings.lisa_model_dir,
         settings.lisa_clip_dir or None,
         device=settings.device,
         dtype=parse_dtype(settings.dtype),

@@ -1,4 +1,4 @@
-"""``osprey-reason-demo``: the node with the embedded tiny LISA answers ``~/reason_segment`` on the synthetic camera.
+"""``osprey-reason-demo``: the node with a LISA checkpoint answers ``~/reason_segment`` on the synthetic camera.
 
 For a few camera frames, asks queries that never name the shape ("Which shape is the colour of a clear sky?",
 "Segment the shape left of the red star."), built from the camera's ground truth so that exactly one answer
@@ -16,18 +16,19 @@ import numpy as np
 import rclpy
 from osprey_interfaces.srv import ReasonSegment
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.client import Client
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from .demo import mask_iou
+from .demo import interruptible, mask_iou
 from .image_conversion import mask_to_bool
 from .stamps import stamp_ns
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="osprey-reason-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--lisa", default="embedded", help="LISA checkpoint folder (default: the embedded tiny LISA)")
+    parser.add_argument("--lisa", required=True, help="LISA checkpoint folder (its CLIP folder beside it)")
     parser.add_argument("--frames", type=int, default=3, help="camera frames to ask about")
     parser.add_argument("--queries", type=int, default=3, help="queries per frame")
     parser.add_argument("--seed", type=int, default=1, help="the camera's scene and the queries' phrasing")
@@ -36,11 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(parse_args(argv))
-    except KeyboardInterrupt:  # Ctrl-C before the pipeline ran (e.g. while the weights load)
-        rclpy.try_shutdown()
-        return 0
+    return interruptible(lambda: run(parse_args(argv)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         ]
     )
     asker = Node("reason_demo")
-    client = asker.create_client(ReasonSegment, "/osprey_perception/reason_segment")
+    client: Client = asker.create_client(ReasonSegment, "/osprey_perception/reason_segment")
     executor = MultiThreadedExecutor(num_threads=4)
     for node in (perception, camera, asker):
         executor.add_node(node)
@@ -102,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                     print("  no answer in time")
                     return 1
                 response = future.result()
+                assert response is not None  # done, and a service call's future holds its response
                 meant = " and ".join(f"{truth.shapes[i].colour} {truth.shapes[i].category}" for i in query.targets)
                 print(f"  Q: {query.query}\n     meant: {meant}", flush=True)
                 if not response.success:

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -317,5 +318,8 @@ def test_shapes_queries_are_unambiguous_and_held_out_phrasings_are_new() -> None
                     assert len({s.colour for s in targets}) == 1 and len(targets) == 2
                     xs = [np.nonzero(masks[i])[1].mean() for i in q.targets]
                     assert xs[0] <= xs[1]  # [SEG] order: left to right
-    assert set(kinds) == {"colour", "geometry", "left_of", "hidden_by", "both"}, kinds
+                names = [rf"the {t.colour} {t.category} \(column [0-7], row [0-7]\) \[SEG\]" for t in targets]
+                assert re.fullmatch("Sure, " + " and ".join(names) + r"\.", q.answer), q.answer  # what, where
+                assert held_out is False or q.kind != "name"  # name queries are training's first step only
+    assert set(kinds) == {"colour", "geometry", "left_of", "hidden_by", "both", "name"}, kinds
     assert not train_texts & held_texts  # the held-out phrasings are never trained on

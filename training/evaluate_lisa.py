@@ -33,6 +33,7 @@ class EvalItem:
     query: str
     targets: list[np.ndarray]  # 0 / 1 / 255, in the order the answer should segment them
     kind: str = "reason_seg"
+    expected_answer: str = ""  # when the data say what the answer should read (the shapes world does)
 
 
 @dataclass

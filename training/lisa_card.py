@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -37,9 +38,15 @@ def held_out_items(per_kind: int, seed: int = EVAL_SEED) -> tuple[list[EvalItem]
         for i in range(per_kind):
             sample = shapes_sample(rng, held_out=True, kind=kind)
             targets = [t.astype(np.uint8) for t in sample.targets]
-            items.append(EvalItem(f"{kind}-{i}", sample.image, sample.query.query, targets, kind))
+            query = sample.query
+            items.append(EvalItem(f"{kind}-{i}", sample.image, query.query, targets, kind, query.answer))
             visible.append([m for m in sample.masks if m.sum() >= MIN_VISIBLE_PIXELS])
     return items, visible
+
+
+def same_text(answer: str, expected: str) -> bool:
+    """Equal up to spacing before punctuation (decoding spells "[SEG]." as "[SEG] .")."""
+    return re.sub(r"\s+([.,)])", r"\1", answer) == re.sub(r"\s+([.,)])", r"\1", expected)
 
 
 def baseline(name: str, items: list[EvalItem], visible: list[list[np.ndarray]], seed: int = 0) -> list[ItemResult]:
@@ -81,7 +88,9 @@ def write_card(folder: Path, scores: dict, extra: dict) -> Path:
 A reasoning-segmentation model at toy scale, in the released LISA layout: `{MODEL_FOLDER}/` (config.json,
 safetensors, tokenizer with `<im_start>`, `<im_end>`, `[SEG]`) and its CLIP tower's own folder
 `{CLIP_FOLDER}/`. A query that never names the shape goes in ("the shape the colour of a ripe banana"); the
-meant shape's mask comes out. For the demo and the tests: it knows nothing but the shapes world.
+meant shape's mask comes out, after the answer names it and says roughly where it is ("Sure, the yellow
+star (column 3, row 5) [SEG]."). For the demo and
+the tests: it knows nothing but the shapes world.
 
 - LLM: LLaMA 128 wide, 4 layers, vocabulary {extra["vocab"]} (a BPE trained on the shapes world's text).
 - CLIP: ViT 64 wide, 4 layers, 224 px, 14 px patches (256 image tokens, as ViT-L/14), the second-to-last
@@ -146,9 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     results["random shape"] = baseline("random shape", items, visible)
     scores = table(results)
     right_count = np.mean([r.answer.count("[SEG]") == len(r.ious) for r in results["tiny LISA"]])
+    named = np.mean(
+        [same_text(r.answer, item.expected_answer) for r, item in zip(results["tiny LISA"], items, strict=True)]
+    )
     extra = {
         "queries": len(items),
         "seg_count_accuracy": float(right_count),
+        "named_accuracy": float(named),
         "seconds_per_query": seconds,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "vocab": predictor.model.config.vocab_size,

@@ -7,12 +7,15 @@ shape at once and stays there (``sam-and-evaluation-facts.md``). Each stage is a
 ``metrics.csv`` under ``--out``:
 
 1. ``clip``: the CLIP tower. The released one is pretrained; ours learns the shapes world from per-patch
-   labels (the colour and the kind of shape seen there), read at the layer LLaVA uses (second-to-last).
+   labels (the colour and the kind of shape seen there, and where the patch is: attention moves values, not
+   positions, so a language model can only say where a shape is if the image tokens carry it), read at the
+   layer LLaVA uses (second-to-last).
 2. ``click``: SAM's mask decoder, starting from the shipped tiny SAM (trained on points and boxes), learns
    one-token prompts — a click's embedding alone, the form a ``[SEG]`` prompt has.
 3. ``ground``: the LLM, projector and ``text_hidden_fcs`` (LISA starts from a trained LLaVA; ours starts
-   from nothing) learn to answer and to make each ``[SEG]`` prompt a click on its target: text CE + the
-   released mask loss + a regression onto that click's embedding; SAM frozen.
+   from nothing) learn to answer — naming the meant shape and its coarse place, then ``[SEG]`` — and to
+   make each ``[SEG]`` prompt a click deep inside that shape: text CE + the released mask loss + a
+   regression onto the click's embedding; SAM frozen.
 4. ``lisa``: the released recipe — LoRA r=8 on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs`` and
    the mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100 warm-up steps.
 
@@ -23,6 +26,7 @@ figures come from ``python -m training.lisa_card``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from collections.abc import Iterator
@@ -41,21 +45,23 @@ from osprey_model.lisa.config import LisaConfig
 from osprey_model.lisa.prompting import IM_END, IM_START, SEG
 from osprey_model.sam import SamSegmenter, load_sam
 from osprey_model.shapes import CATEGORIES, COLOURS
+from osprey_model.shapes_queries import innermost_point
 
 from .lisa.losses import mask_bce, mask_dice
 from .lisa.shapes_data import corpus, shapes_sample
-from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer, click_embedding
-from .loop import TrainingLoop
+from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer
+from .loop import METRICS_FILE, TrainingLoop
 from .shapes_world import scene
 from .tokenizer import train_tokenizer
 
 MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
-CLIP_IMAGE_SIZE, CLIP_PATCH = 224, 14
+CLIP_IMAGE_SIZE, CLIP_PATCH = 112, 14
 TINY_SAM = Path(__file__).resolve().parents[1] / "osprey_model/checkpoints/tiny-sam/sam_tiny.safetensors"
 
 
 def tiny_clip_config() -> CLIPVisionConfig:
-    """ViT at 224 px with 14 px patches, as ViT-L/14: 256 image tokens; 64 wide, 4 layers."""
+    """ViT/14 as ViT-L/14, but at 112 px: 64 image tokens (the release: 256), which a 4-layer LLM learns to
+    search in far fewer steps; 64 wide, 4 layers."""
     return CLIPVisionConfig(
         hidden_size=64,
         intermediate_size=128,
@@ -67,7 +73,7 @@ def tiny_clip_config() -> CLIPVisionConfig:
 
 
 def tiny_image_processor() -> CLIPImageProcessor:
-    """CLIP's normalisation, the whole frame squashed to 224 × 224 (no centre crop: no shape is cut away)."""
+    """CLIP's normalisation, the whole frame squashed to a square (no centre crop: no shape is cut away)."""
     return CLIPImageProcessor(
         size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE},
         do_center_crop=False,
@@ -112,7 +118,14 @@ class ClipPretraining(TrainingLoop):
     def __init__(self, tower: CLIPVisionModel, out: Path, steps: int, batch_size: int, seed: int) -> None:
         width, grid = tower.config.hidden_size, tower.config.image_size // tower.config.patch_size
         self.tower, self.grid, self.batch_size = tower, grid, batch_size
-        self.heads = nn.ModuleDict({"colour": nn.Linear(width, len(COLOURS) + 1), "kind": nn.Linear(width, 7)})
+        self.heads = nn.ModuleDict(
+            {
+                "colour": nn.Linear(width, len(COLOURS) + 1),
+                "kind": nn.Linear(width, len(CATEGORIES) + 1),
+                "row": nn.Linear(width, grid),
+                "column": nn.Linear(width, grid),
+            }
+        )
         self.processor, self.rng = tiny_image_processor(), np.random.default_rng(seed)
         params = [*tower.parameters(), *self.heads.parameters()]
         super().__init__(tower, params, out, name="clip", total_steps=steps, learning_rate=1e-3, warmup_steps=50)
@@ -128,15 +141,31 @@ class ClipPretraining(TrainingLoop):
         states = self.tower(pixels["pixel_values"], output_hidden_states=True).hidden_states[-2][:, 1:]
         colour = torch.as_tensor(np.stack([c for c, _ in labels])).flatten(1)
         kind = torch.as_tensor(np.stack([k for _, k in labels])).flatten(1)
-        colour_loss = F.cross_entropy(self.heads["colour"](states).flatten(0, 1), colour.flatten())
-        kind_loss = F.cross_entropy(self.heads["kind"](states).flatten(0, 1), kind.flatten())
-        return colour_loss + kind_loss, {"colour": colour_loss.item(), "kind": kind_loss.item()}
+        index = torch.arange(self.grid * self.grid).expand(len(batch), -1)
+        targets = {"colour": colour, "kind": kind, "row": index // self.grid, "column": index % self.grid}
+        losses = {
+            name: F.cross_entropy(self.heads[name](states).flatten(0, 1), target.flatten())
+            for name, target in targets.items()
+        }
+        return sum(losses.values(), torch.zeros(())), {name: loss.item() for name, loss in losses.items()}
 
     def save_model(self, target: Path, final: bool) -> None:
         save_file({k: v.contiguous() for k, v in self.tower.state_dict().items()}, target / "clip_tower.safetensors")
 
     def load_model(self, checkpoint: Path) -> None:
         self.tower.load_state_dict(load_file(checkpoint / "clip_tower.safetensors"))
+
+
+def click_embedding(
+    segmenter: SamSegmenter, image_hw: tuple[int, int], points: list[tuple[float, float]]
+) -> torch.Tensor:
+    """SAM's sparse embedding (N, 256) of one positive click per point, without the padding token: what a
+    ``[SEG]`` prompt is, one token."""
+    coords = segmenter.transform.apply_coords(np.asarray(points, np.float32), image_hw)
+    coords_t = torch.as_tensor(coords, device=segmenter.device)[:, None]
+    labels = torch.ones(coords_t.shape[:2], device=segmenter.device)
+    with torch.no_grad():
+        return segmenter.sam.prompt_encoder._embed_points(coords_t, labels, pad=False)[:, 0]
 
 
 # ---- stage 2: one-token clicks for SAM's decoder -----------------------------------------------------------
@@ -164,7 +193,7 @@ class ClickPretraining(TrainingLoop):
                 ys, xs = np.nonzero(mask)
                 i = int(self.rng.integers(len(xs)))
                 points.append((float(xs[i]), float(ys[i])))
-            prompts = click_embedding(self.segmenter, frame, points)
+            prompts = click_embedding(self.segmenter, frame.image_hw, points)
             low_res, _ = self.segmenter.decode_prompt_embeddings(frame, prompts)
             logits = self.segmenter.sam.postprocess_masks(low_res, frame.input_hw, frame.image_hw)[:, 0]
             target = torch.as_tensor(np.stack(masks)).long()
@@ -182,12 +211,17 @@ class ClickPretraining(TrainingLoop):
 
 
 # ---- stages 3 and 4: the LISA chain ------------------------------------------------------------------------
-def shapes_items(seed: int) -> Iterator[LisaItem]:
+def shapes_items(seed: int, segmenter: SamSegmenter | None = None) -> Iterator[LisaItem]:
+    """Shapes-world questions; with ``segmenter``, each carries SAM's embedding of a click deep inside each
+    target (the ground stage's regression target)."""
     rng = np.random.default_rng(seed)
     while True:
         sample = shapes_sample(rng)
         targets = [t.astype(np.uint8) for t in sample.targets]
-        yield LisaItem(sample.image, sample.query.query, sample.query.answer, targets)
+        prompts = None
+        if segmenter is not None:
+            prompts = click_embedding(segmenter, targets[0].shape, [innermost_point(t) for t in targets])
+        yield LisaItem(sample.image, sample.query.query, sample.query.answer, targets, prompt_targets=prompts)
 
 
 def write_release(model: LisaForCausalLM, tokenizer, tower: CLIPVisionModel, out: Path) -> tuple[Path, Path]:
@@ -211,10 +245,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clip-steps", type=int, default=600)
     parser.add_argument("--click-steps", type=int, default=300)
-    parser.add_argument("--ground-steps", type=int, default=2000)
-    parser.add_argument("--lisa-steps", type=int, default=400)
+    parser.add_argument("--ground-steps", type=int, default=1500)
+    parser.add_argument("--lisa-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--click-weight", type=float, default=4.0)
+    parser.add_argument("--prompt-weight", type=float, default=4.0)
     parser.add_argument("--save-every", type=int, default=250, help="steps between resumable checkpoints")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -230,9 +264,21 @@ def main() -> None:
         run()
         runs.append({"stage": name, "steps": steps, "minutes": round((time.monotonic() - start) / 60, 1)})
 
+    def run_or_reuse(stage: TrainingLoop, weights: str, steps: int) -> None:
+        """A stage that already finished in ``--out`` (same command, e.g. a rerun after a crash) is loaded."""
+        if not (stage.output_dir / weights).is_file():
+            timed(stage.name, steps, stage.train)
+            return
+        stage.load_model(stage.output_dir)
+        with (stage.output_dir / METRICS_FILE).open() as f:
+            rows = list(csv.DictReader(f))
+        runs.append(
+            {"stage": stage.name, "steps": int(rows[-1]["step"]), "minutes": round(float(rows[-1]["seconds"]) / 60, 1)}
+        )
+
     tower = CLIPVisionModel(tiny_clip_config())
     clip_stage = ClipPretraining(tower, args.out / "clip", args.clip_steps, 32, args.seed)
-    timed("clip", args.clip_steps, clip_stage.train)
+    run_or_reuse(clip_stage, "clip_tower.safetensors", args.clip_steps)
     tower.requires_grad_(False).eval()
 
     sam = load_sam("tiny", TINY_SAM)
@@ -240,7 +286,7 @@ def main() -> None:
     sam.requires_grad_(False)
     sam.mask_decoder.requires_grad_(True)
     click_stage = ClickPretraining(segmenter, args.out / "click", args.click_steps, 8, args.seed)
-    timed("click", args.click_steps, click_stage.train)
+    run_or_reuse(click_stage, "mask_decoder.safetensors", args.click_steps)
 
     tokenizer = build_tokenizer()
     model = LisaForCausalLM(tiny_lisa_config(len(tokenizer)), tower.config)
@@ -250,7 +296,7 @@ def main() -> None:
     stages = [
         LisaTrainConfig(
             str(args.out / "ground"), args.ground_steps, args.batch_size, trainable="ground",
-            learning_rate=1e-3, warmup_steps=100, schedule="cosine", click_weight=args.click_weight,
+            learning_rate=1e-3, warmup_steps=100, schedule="cosine", prompt_weight=args.prompt_weight,
             save_every=args.save_every, seed=args.seed,
         ),
         LisaTrainConfig(
@@ -258,7 +304,8 @@ def main() -> None:
         ),
     ]  # fmt: skip
     for config in stages:
-        trainer = LisaTrainer(model, tokenizer, processor, shapes_items(config.seed), config)
+        items = shapes_items(config.seed, segmenter if config.prompt_weight else None)
+        trainer = LisaTrainer(model, tokenizer, processor, items, config)
         timed(config.trainable, config.steps, trainer.train)
     model.eval()
     model_dir, clip_dir = write_release(model, tokenizer, tower, args.out)

@@ -88,14 +88,15 @@ class Trainer(TrainingLoop):
             micro_batch_size=config.batch_size,
             deepspeed_config=config.deepspeed_config,
         )
+        self.osprey: OspreyForCausalLM = model  # self.model, typed
         self.vision_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def save_model(self, target: Path, final: bool) -> None:
         """The released layout (LoRA merged into the final one)."""
         if final:
-            merge_lora(self.model)
-        self.model.save_pretrained(target)
+            merge_lora(self.osprey)
+        self.osprey.save_pretrained(target)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(target)
         (target / "train_config.json").write_text(json.dumps(asdict(self.config), indent=2))
@@ -103,7 +104,7 @@ class Trainer(TrainingLoop):
     def load_model(self, checkpoint: Path) -> None:
         from osprey_model.checkpoint_io import load_state_dict
 
-        self.model.load_released_state_dict(load_state_dict(checkpoint))
+        self.osprey.load_released_state_dict(load_state_dict(checkpoint))
 
     # ---- the loop -------------------------------------------------------------------------------------
     def _levels(self, batch: dict) -> dict[str, torch.Tensor] | None:
@@ -112,14 +113,14 @@ class Trainer(TrainingLoop):
         missing = [i for i, sample_id in enumerate(batch["ids"]) if sample_id not in self.vision_cache]
         if missing:
             with torch.no_grad():
-                computed = self.model.vision_tower(batch["pixel_values"][missing].to(self.model.device))
+                computed = self.osprey.vision_tower(batch["pixel_values"][missing].to(self.osprey.device))
             for row, i in enumerate(missing):
                 self.vision_cache[batch["ids"][i]] = {name: feats[row] for name, feats in computed.items()}
         cached = [self.vision_cache[sample_id] for sample_id in batch["ids"]]
         return {name: torch.stack([c[name] for c in cached]) for name in cached[0]}
 
     def loss(self, batch: dict) -> torch.Tensor:
-        model = self.engine or self.model
+        model = self.engine or self.osprey
         return model(
             batch["input_ids"],
             batch["pixel_values"],
@@ -135,6 +136,6 @@ class Trainer(TrainingLoop):
         return self.loss(batch), {}
 
     def train(self) -> Path:
-        self.model.train()
-        self.model.vision_tower.eval()
+        self.osprey.train()
+        self.osprey.vision_tower.eval()
         return super().train()

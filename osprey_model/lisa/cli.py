@@ -12,14 +12,12 @@ import numpy as np
 from PIL import Image
 
 from ..checkpoint_io import CheckpointError
-from ..embedded import DTYPES, resolve_lisa_dir
+from ..embedded import DTYPES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="osprey-segment", description=__doc__)
-    parser.add_argument(
-        "--model", default="embedded", help="LISA checkpoint folder (e.g. LISA-7B-v1); default: the embedded tiny LISA"
-    )
+    parser.add_argument("--model", required=True, type=Path, help="LISA checkpoint folder (e.g. LISA-7B-v1)")
     parser.add_argument("--clip", type=Path, help="CLIP tower folder (default: config.json's, beside the model)")
     parser.add_argument("--image", required=True, type=Path)
     parser.add_argument("--query", required=True, help='e.g. "Where can I throw away this cup?"')
@@ -41,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_query(args.query)
         image = _read_image(args.image, "image", "RGB")
-        predictor = LisaPredictor.from_pretrained(
-            resolve_lisa_dir(args.model), args.clip, device=args.device, dtype=DTYPES[args.dtype]
-        )
+        predictor = LisaPredictor.from_pretrained(args.model, args.clip, device=args.device, dtype=DTYPES[args.dtype])
         result = predictor.segment(image, args.query, max_new_tokens=args.max_new_tokens)
         args.out.mkdir(parents=True, exist_ok=True)
         paths = []

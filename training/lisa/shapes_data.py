@@ -17,7 +17,7 @@ from osprey_model.shapes_queries import ShapesQuery, candidate_queries
 
 from ..shapes_world import scene
 
-KINDS = ("colour", "geometry", "left_of", "hidden_by", "both")
+KINDS = ("colour", "geometry", "left_of", "hidden_by", "both")  # the reasoning kinds (evaluated); training adds "name"
 
 
 @dataclass
@@ -54,8 +54,8 @@ def corpus(seed: int = 0, count: int = 4000) -> list[str]:
     from osprey_model.conversation import SYSTEM
 
     rng = np.random.default_rng(seed)
-    texts = [SYSTEM + " USER:", "ASSISTANT:", "Sure, [SEG].", "Sure, [SEG] and [SEG]."]
+    texts = [SYSTEM + " USER:", "ASSISTANT:", "Sure, [SEG]."]
     for i in range(count):
         sample = shapes_sample(rng, held_out=bool(i % 2))
-        texts.append(sample.query.query + " ASSISTANT:")
+        texts += [sample.query.query + " ASSISTANT:", sample.query.answer]
     return texts

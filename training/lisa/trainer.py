@@ -6,9 +6,9 @@ Two trainable sets:
 - ``ground``: the whole LLM, the projector and ``text_hidden_fcs`` (SAM frozen) — for a base that, unlike
   LLaVA, has not yet learned to read images (the tiny shapes-world model's curriculum).
 
-``click_weight`` > 0 adds a regression of each ``[SEG]`` prompt onto SAM's embedding of a click on its
-target (the point deepest inside the mask): the curriculum's "points first" signal, off in the released
-recipe.
+``prompt_weight`` > 0 adds a regression of each ``[SEG]`` prompt onto a known prompt embedding for its
+target (``LisaItem.prompt_targets``, e.g. one SAM's decoder was taught to segment that object by): the
+curriculum's "prompts first" signal, off in the released recipe.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from transformers import CLIPImageProcessor, PreTrainedTokenizerBase
 
 from osprey_model.lisa import LisaForCausalLM
@@ -43,6 +42,7 @@ class LisaItem:
     answer: str
     targets: list[np.ndarray]  # (H, W) uint8 0 / 1 / 255 each
     image_id: str | None = None  # set for a fixed dataset: the frozen encoders' outputs are cached under it
+    prompt_targets: torch.Tensor | None = None  # (N_seg, 256): what each [SEG] prompt should be (curriculum)
 
 
 @dataclass
@@ -55,28 +55,11 @@ class LisaTrainConfig:
     learning_rate: float = 0.0  # 0 = the recipe's (3e-4)
     warmup_steps: int = -1  # -1 = the recipe's (100)
     schedule: str = "warmup_decay"
-    click_weight: float = 0.0
+    prompt_weight: float = 0.0
     save_every: int = 0
     deepspeed_config: str = ""
     feature_cache_size: int = 256  # images whose frozen encoders' outputs are kept (SAM ViT-H: 2 MB each in bf16)
     seed: int = 0
-
-
-def deepest_point(mask: np.ndarray) -> tuple[float, float]:
-    """(x, y) of the pixel farthest from the mask's edge: a click that surely lands on the object."""
-    distance = ndimage.distance_transform_edt(np.pad(mask == 1, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(distance.argmax()), distance.shape)
-    return float(x), float(y)
-
-
-def click_embedding(segmenter: SamSegmenter, frame: SamFrame, points: list[tuple[float, float]]) -> torch.Tensor:
-    """SAM's sparse embedding (N, 256) of one positive click per point, without the padding token: what a
-    ``[SEG]`` prompt is, one token."""
-    coords = segmenter.transform.apply_coords(np.asarray(points, np.float32), frame.image_hw)
-    coords_t = torch.as_tensor(coords, device=segmenter.device)[:, None]
-    labels = torch.ones(coords_t.shape[:2], device=segmenter.device)
-    with torch.no_grad():
-        return segmenter.sam.prompt_encoder._embed_points(coords_t, labels, pad=False)[:, 0]
 
 
 class LisaTrainer(TrainingLoop):
@@ -99,7 +82,12 @@ class LisaTrainer(TrainingLoop):
             params = prepare_for_training(model, recipe)
         elif config.trainable == "ground":
             model.requires_grad_(False)
-            for module in (model.language_model, model.mm_projector, model.text_hidden_fcs):
+            for module in (
+                model.language_model,
+                model.mm_projector,
+                model.text_hidden_fcs,
+                model.visual_model.mask_decoder,
+            ):
                 module.requires_grad_(True)
             params = [p for p in model.parameters() if p.requires_grad]
         else:
@@ -165,7 +153,7 @@ class LisaTrainer(TrainingLoop):
         samples = [make_sample(self.tokenizer, item.query, item.answer, item.targets) for item in batch]
         states = answer_states(self.lisa, samples, list(image_tokens))
         ce = text_loss(self.lisa, states)
-        mask_logits, targets, click = [], [], []
+        mask_logits, targets, prompt_errors = [], [], []
         for i, (item, sample) in enumerate(zip(batch, samples, strict=True)):
             seg = states.seg_states(i, self.seg_token_id)
             targets.append(sample.targets.to(states.hidden.device))
@@ -173,15 +161,15 @@ class LisaTrainer(TrainingLoop):
                 mask_logits.append(states.hidden.new_zeros((0, *sample.targets.shape[1:])))
                 continue
             mask_logits.append(seg_mask_logits(self.lisa, self.segmenter, seg, frames[i]))
-            if self.config.click_weight:
-                wanted = click_embedding(self.segmenter, frames[i], [deepest_point(t) for t in item.targets])
-                click.append(F.mse_loss(self.lisa.seg_prompts(seg), wanted, reduction="none").mean(1))
+            if self.config.prompt_weight and item.prompt_targets is not None:
+                wanted = item.prompt_targets.to(seg.device)
+                prompt_errors.append(F.mse_loss(self.lisa.seg_prompts(seg), wanted, reduction="none").mean(1))
         loss = lisa_loss(ce, mask_logits, targets)
         total, extra = loss.total, {"ce": loss.ce.item(), "bce": loss.bce.item(), "dice": loss.dice.item()}
-        if self.config.click_weight:
-            click_loss = torch.cat(click).mean() if click else ce.new_zeros(())
-            total = total + self.config.click_weight * click_loss
-            extra["click"] = click_loss.item()
+        if self.config.prompt_weight:
+            prompt_loss = torch.cat(prompt_errors).mean() if prompt_errors else ce.new_zeros(())
+            total = total + self.config.prompt_weight * prompt_loss
+            extra["prompt"] = prompt_loss.item()
         return total, extra
 
     # ---- checkpoints ----------------------------------------------------------------------------------
