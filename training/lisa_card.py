@@ -25,9 +25,9 @@ from osprey_model.shapes_queries import MIN_VISIBLE_PIXELS
 
 from .evaluate_lisa import EvalItem, ItemResult, evaluate, score_masks, summarise
 from .lisa.shapes_data import KINDS, shapes_sample
+from .train_tiny_lisa import CLIP_FOLDER, MODEL_FOLDER
 
 EVAL_SEED = 20_000  # training streams are default_rng(seed) with small seeds
-MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
 
 
 def held_out_items(per_kind: int, seed: int = EVAL_SEED) -> tuple[list[EvalItem], list[list[np.ndarray]]]:

@@ -104,6 +104,12 @@ def build_tokenizer():
     return tokenizer
 
 
+def scene_batches(rng: np.random.Generator, size: int) -> Iterator[list]:
+    """Endless batches of fresh shapes-world scenes (image, visible masks, full masks, shapes)."""
+    while True:
+        yield [scene(rng, overlap=float(rng.uniform(0.0, 0.6))) for _ in range(size)]
+
+
 # ---- stage 1: the CLIP tower ------------------------------------------------------------------------------
 def patch_labels(masks: list[np.ndarray], shapes, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """Per patch of the squashed frame: the colour and the kind of the shape covering most of it (0 = none)."""
@@ -131,8 +137,7 @@ class ClipPretraining(TrainingLoop):
         super().__init__(tower, params, out, name="clip", total_steps=steps, learning_rate=1e-3, warmup_steps=50)
 
     def batches(self) -> Iterator[list]:
-        while True:
-            yield [scene(self.rng, overlap=float(self.rng.uniform(0.0, 0.6))) for _ in range(self.batch_size)]
+        return scene_batches(self.rng, self.batch_size)
 
     def compute_loss(self, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
         images = [image for image, *_ in batch]
@@ -179,8 +184,7 @@ class ClickPretraining(TrainingLoop):
         )  # fmt: skip
 
     def batches(self) -> Iterator[list]:
-        while True:
-            yield [scene(self.rng, overlap=float(self.rng.uniform(0.0, 0.6))) for _ in range(self.batch_size)]
+        return scene_batches(self.rng, self.batch_size)
 
     def compute_loss(self, batch: list) -> tuple[torch.Tensor, dict[str, float]]:
         bce, dice = [], []
