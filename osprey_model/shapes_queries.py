@@ -1,11 +1,16 @@
 """Reasoning-segmentation queries about shapes-world scenes: the shape is never named, it must be worked out.
 
-Four kinds, each with training phrasings and held-out ones (``held_out=True``) that the model never sees:
+Four kinds, each with training sentence templates and held-out ones (``held_out=True``) that the model
+never sees:
 
 - colour by world knowledge: "the shape the colour of a ripe banana" → the yellow one;
 - geometry: "the shape with three corners" → the triangle;
 - relations: "the shape left of the blue square", "the one partly hidden by the star";
 - several targets: "both red shapes" → two masks, two ``[SEG]`` in the answer, left to right.
+
+The facts themselves (a banana is yellow, a honeycomb cell has six sides) are all taught: a model trained
+from scratch on this world knows no fact it has not read, so held-out queries put known facts into
+sentences never seen, on scenes never seen.
 
 A query is only made when exactly its targets fit it in the scene (the one yellow shape, the one shape left
 of every other, ...), so every answer is unambiguous.
@@ -76,6 +81,12 @@ def _pick(rng: np.random.Generator, pair: tuple[list[str], list[str]], held_out:
     return choices[int(rng.integers(len(choices)))]
 
 
+def _fact(rng: np.random.Generator, pair: tuple[list[str], list[str]]) -> str:
+    """Any phrasing of a fact, training or held-out query alike (see the module's docstring)."""
+    choices = [*pair[0], *pair[1]]
+    return choices[int(rng.integers(len(choices)))]
+
+
 GRID = 8  # the answer's coarse location: column and row of the shape's innermost point on an 8 x 8 grid
 
 
@@ -113,11 +124,11 @@ def candidate_queries(
     for i in visible:
         shape = shapes[i]
         if colours.count(shape.colour) == 1:
-            thing = _pick(rng, COLOUR_KNOWLEDGE[shape.colour], held_out)
+            thing = _fact(rng, COLOUR_KNOWLEDGE[shape.colour])
             text = _pick(rng, TEMPLATES["colour"], held_out).format(thing=thing)
             out.append(ShapesQuery("colour", text + SUFFIX, [i], shapes, masks))
         if categories.count(shape.category) == 1:
-            feature = _pick(rng, GEOMETRY[shape.category], held_out)
+            feature = _fact(rng, GEOMETRY[shape.category])
             text = _pick(rng, TEMPLATES["geometry"], held_out).format(feature=feature)
             out.append(ShapesQuery("geometry", text + SUFFIX, [i], shapes, masks))
         if not held_out:

@@ -151,7 +151,10 @@ class ClipPretraining(TrainingLoop):
         losses = {
             name: F.cross_entropy(self.heads[name](states).flatten(0, 1), target.flatten())
             for name, target in targets.items()
+            if name != "kind"
         }
+        on_shape = kind > 0  # a shape's kind is learned where there is one: a few patches, drowned otherwise
+        losses["kind"] = F.cross_entropy(self.heads["kind"](states)[on_shape], kind[on_shape])
         return sum(losses.values(), torch.zeros(())), {name: loss.item() for name, loss in losses.items()}
 
     def save_model(self, target: Path, final: bool) -> None:
