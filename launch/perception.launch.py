@@ -38,6 +38,8 @@ def _node(context: LaunchContext) -> list[LifecycleNode]:
                 ("image", image_topic),
                 ("image/compressed", image_topic + "/compressed"),
                 ("region_masks", LaunchConfiguration("masks_topic").perform(context)),
+                ("depth", LaunchConfiguration("depth_topic").perform(context)),
+                ("camera_info", LaunchConfiguration("camera_info_topic").perform(context)),
             ],
             additional_env={DDS_PROFILE_VARIABLE: profile},
             output="screen",

@@ -90,6 +90,27 @@ class OspreyImageProcessor:
         return F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
 
+def check_region_mask(index: int, mask: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """One region mask as bool (H, W); ValueError naming mask ``index`` if it is the wrong size, not binary or
+    empty. For callers that must refuse a bad mask before deciding what to run (e.g. a region tracker)."""
+    mask = np.asarray(mask)
+    if mask.shape != tuple(image_hw):
+        raise ValueError(f"mask {index} has shape {mask.shape}, the image is {tuple(image_hw)} (H, W)")
+    if mask.dtype == bool:
+        binary = mask
+    else:
+        values = np.unique(mask)
+        if not (np.isin(values, (0, 1)).all() or np.isin(values, (0, 255)).all()):
+            raise ValueError(
+                f"mask {index} is not binary: values {values[:6].tolist()}{'...' if len(values) > 6 else ''} "
+                "(expected 0/1, 0/255 or bool)"
+            )
+        binary = mask > 0
+    if not binary.any():
+        raise ValueError(f"mask {index} is empty (no pixel set)")
+    return binary
+
+
 def masks_to_tensor(masks: list[np.ndarray] | np.ndarray | torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
     """Validate region masks and stack them as a float ``(N, H, W)`` tensor of zeros and ones.
 
@@ -109,20 +130,5 @@ def masks_to_tensor(masks: list[np.ndarray] | np.ndarray | torch.Tensor, image_h
         raise ValueError("no masks given: describe at least one region")
     out = np.empty((len(masks), *image_hw), dtype=np.float32)
     for i, mask in enumerate(masks):
-        mask = np.asarray(mask)
-        if mask.shape != tuple(image_hw):
-            raise ValueError(f"mask {i} has shape {mask.shape}, the image is {tuple(image_hw)} (H, W)")
-        if mask.dtype == bool:
-            binary = mask
-        else:
-            values = np.unique(mask)
-            if not (np.isin(values, (0, 1)).all() or np.isin(values, (0, 255)).all()):
-                raise ValueError(
-                    f"mask {i} is not binary: values {values[:6].tolist()}{'...' if len(values) > 6 else ''} "
-                    "(expected 0/1, 0/255 or bool)"
-                )
-            binary = mask > 0
-        if not binary.any():
-            raise ValueError(f"mask {i} is empty (no pixel set)")
-        out[i] = binary
+        out[i] = check_region_mask(i, mask, image_hw)
     return torch.from_numpy(out)

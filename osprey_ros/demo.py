@@ -3,7 +3,9 @@
 Prints the region descriptions as they arrive, with the camera's ground truth beside them, then exits after
 ``--frames`` frames. In the default ``everything`` mode the camera sends images only: the node's tiny SAM
 finds the shapes, and each region is matched to the shape it covers by mask IoU. With ``--mask-source
-topic`` the camera sends the true masks too. Everything runs in one process over real DDS, localhost only.
+topic`` the camera sends the true masks too (with the shapes' stable ids). The camera is an RGB-D one: each
+region's 3D position from depth is printed beside the true card centre. Everything runs in one process over
+real DDS, localhost only.
 """
 
 from __future__ import annotations
@@ -121,16 +123,17 @@ class Report:
             self.shapes += len(truth.shapes)
             self.regions += len(msg.regions)
         matched_shapes = set()
-        for region in msg.regions:
-            actual = ""
-            if truth is not None and not self.everything and region.id < len(truth.shapes):
-                shape = truth.shapes[region.id]
+        for index, region in enumerate(msg.regions):
+            actual, shape_index = "", -1
+            if truth is not None and not self.everything and region.id in truth.ids:
+                shape_index = truth.ids.index(region.id)
+                shape = truth.shapes[shape_index]
                 actual = f" (truth: {shape.colour} {shape.category})"
-            elif truth is not None and masks is not None and region.id < len(masks):
-                ious = [mask_iou(masks[region.id], true_mask) for true_mask in truth.masks]
+            elif truth is not None and masks is not None and index < len(masks):
+                ious = [mask_iou(masks[index], true_mask) for true_mask in truth.masks]
                 best = int(np.argmax(ious)) if ious else -1
                 if best >= 0 and ious[best] >= MATCH_IOU:
-                    shape = truth.shapes[best]
+                    shape_index, shape = best, truth.shapes[best]
                     actual = f" (truth: {shape.colour} {shape.category}, IoU {ious[best]:.2f})"
                     matched_shapes.add(best)
                 else:
@@ -141,6 +144,12 @@ class Report:
                 f"{box.width}x{box.height} area {region.area}",
                 flush=True,
             )
+            if region.has_position:
+                p = region.position
+                where = f"    at x {p.x:+.2f} y {p.y:+.2f} z {p.z:.2f} m ({region.depth_pixels} depth pixels)"
+                if truth is not None and shape_index >= 0:
+                    where += " truth x {:+.2f} y {:+.2f} z {:.2f}".format(*truth.centres[shape_index])
+                print(where, flush=True)
         self.matched += len(matched_shapes)
 
 
@@ -152,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
 
     use_large_data_profile()
     rclpy.init(
-        args=["osprey-demo", "--ros-args", "-r", "image:=/camera/image_raw", "-r", "region_masks:=/camera/region_masks"]
-    )
+        args=[
+            "osprey-demo", "--ros-args", "-r", "image:=/camera/image_raw", "-r", "region_masks:=/camera/region_masks",
+            "-r", "depth:=/camera/depth/image_raw", "-r", "camera_info:=/camera/camera_info",
+        ]
+    )  # fmt: skip
     everything = args.mask_source == "everything"
     perception = create_node_or_exit(
         parameter_overrides=[
@@ -161,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             Parameter("prompt_mode", value=args.prompt_mode),
             Parameter("max_new_tokens", value=args.max_new_tokens),
             Parameter("mask_source", value=args.mask_source),
+            Parameter("use_depth", value=True),
         ]
     )
     camera = SyntheticCamera(

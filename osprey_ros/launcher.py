@@ -85,6 +85,7 @@ def ros_arguments(values: dict[str, str], extra: list[str]) -> list[str]:
     args = ["--ros-args", "--params-file", params_file]
     args += ["-r", f"image:={image}", "-r", f"image/compressed:={image}/compressed"]
     args += ["-r", f"region_masks:={values['masks_topic']}"]
+    args += ["-r", f"depth:={values['depth_topic']}", "-r", f"camera_info:={values['camera_info_topic']}"]
     if values["namespace"]:
         args += ["-r", f"__ns:={'/' + values['namespace'].lstrip('/')}"]
     if values["mask_source"]:

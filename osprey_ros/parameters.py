@@ -56,6 +56,8 @@ RUNTIME_PARAMETERS = frozenset(
         "everything_stability_thresh",
         "everything_nms_thresh",
         "everything_min_area",
+        "reuse_iou",
+        "reuse_max_age",
     }
 )
 # The automatic mask generator's settings (the everything mode and ~/segment_and_describe's everything).
@@ -232,6 +234,54 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         min_value=1.0,
         max_value=1000.0,
     ),
+    ParamSpec(
+        "track_iou",
+        0.3,
+        "Mask IoU at which a region is the one of the last frames and keeps its id (ids the mask source sends win).",
+        min_value=0.01,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "track_max_missed",
+        30,
+        "Frames a region may go unseen (hidden, out of view) before its id is forgotten.",
+        min_value=0,
+        max_value=100_000,
+    ),
+    ParamSpec(
+        "reuse_iou",
+        0.85,
+        "A tracked region whose mask overlaps the one it was described with by at least this keeps its "
+        "description (the language model is not asked again).",
+        min_value=0.0,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "reuse_max_age",
+        10,
+        "Frames a description may be reused before the region is described again; 0 = describe every region "
+        "every frame.",
+        min_value=0,
+        max_value=100_000,
+    ),
+    ParamSpec(
+        "use_depth",
+        False,
+        "Subscribe to 'depth' (16UC1 mm or 32FC1 m, aligned to the image) and 'camera_info', paired with the image "
+        "by stamp: each region gets a 3D position and extent, and ~/markers shows them in RViz.",
+    ),
+    ParamSpec(
+        "depth_percentiles",
+        [5.0, 95.0],
+        "Percentiles of a region's back-projected depth pixels that bound its extent (robust to mask edges).",
+    ),
+    ParamSpec(
+        "depth_min_pixels",
+        20,
+        "Fewest valid depth pixels a region needs for a position; fewer leaves has_position false.",
+        min_value=1,
+        max_value=1_000_000,
+    ),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.1, max_value=60.0),
     ParamSpec(
         "service_timeout",
@@ -278,6 +328,13 @@ class NodeSettings:
     everything_min_area: float
     max_image_pixels: int
     max_aspect_ratio: float
+    track_iou: float
+    track_max_missed: int
+    reuse_iou: float
+    reuse_max_age: int
+    use_depth: bool
+    depth_percentiles: list[float]
+    depth_min_pixels: int
     diagnostics_period: float
     service_timeout: float
 
@@ -288,6 +345,8 @@ SPECS = {spec.name: spec for spec in NODE_PARAMETERS}
 def check_value(name: str, value: Any) -> None:
     """Raise ValueError for a value outside the choices (ranges are checked by rclpy's descriptors)."""
     spec = SPECS[name]
+    if name == "depth_percentiles" and not (len(value) == 2 and 0 <= value[0] < value[1] <= 100):
+        raise ValueError(f"parameter depth_percentiles={list(value)}: two percentiles, low < high, within 0..100")
     if spec.choices and value not in spec.choices:
         raise ValueError(f"parameter {name}={value!r}: choose one of {', '.join(spec.choices)}")
 
@@ -303,6 +362,7 @@ def read_settings(node: Node) -> NodeSettings:
     values = {spec.name: node.get_parameter(spec.name).value for spec in NODE_PARAMETERS}
     for name, value in values.items():
         check_value(name, value)
+    values["depth_percentiles"] = [float(v) for v in values["depth_percentiles"]]  # rclpy gives an array.array
     return NodeSettings(**values)
 
 
@@ -318,6 +378,14 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("image_topic", "/camera/image_raw", "Camera image topic (remaps the node's 'image')."),
     LaunchArgument(
         "masks_topic", "/camera/region_masks", "osprey_interfaces/RegionMasks topic (remaps 'region_masks')."
+    ),
+    LaunchArgument(
+        "depth_topic",
+        "/camera/aligned_depth_to_color/image_raw",
+        "Depth image aligned to the camera image (remaps 'depth'; read when use_depth is true).",
+    ),
+    LaunchArgument(
+        "camera_info_topic", "/camera/color/camera_info", "The camera image's CameraInfo (remaps 'camera_info')."
     ),
     LaunchArgument("params_file", "", "Parameters YAML; empty = the package's config/perception.yaml."),
     LaunchArgument("namespace", "", "Namespace for the node."),

@@ -26,6 +26,7 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Vector3
 from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
@@ -36,17 +37,21 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint, default_sam_checkpoint, parse_dtype
-from osprey_model.image_processing import ImageLimits
+from osprey_model.image_processing import ImageLimits, check_region_mask
 from osprey_model.sam import AutomaticMaskConfig, SamSegmenter, get_sam_preset
 
+from .depth import RegionPosition
+from .depth_input import DepthInput
 from .describe_service import DescribeService
 from .frame_store import FrameStore
 from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, mask_to_bool, numpy_to_image
+from .markers import region_markers
 from .model_worker import ModelWorker
 from .overlay import draw_overlay
 from .parameters import (
@@ -62,6 +67,7 @@ from .reason_service import ReasonService
 from .region_describer import RegionDescriber, RegionResult
 from .region_reasoner import RegionReasoner
 from .region_segmenter import RegionSegmenter
+from .region_tracker import RegionTracker, TrackerConfig, describe_tracked
 from .segment_service import SegmentService
 from .stamps import stamp_ns
 from .sync import ApproximateTimeSync
@@ -100,6 +106,8 @@ class Pipeline:
     frames: FrameStore[CameraImage, FrameFeatures]
     sync: ApproximateTimeSync[Frame, RegionMasks]
     worker: ModelWorker[FrameJob]
+    depth: DepthInput | None  # None unless use_depth
+    tracker: RegionTracker
     stats: PipelineStats = field(default_factory=PipelineStats)
     teardown: list[Callable[[], object]] = field(default_factory=list)  # undoes what configure made
     inputs: list[Callable[[], object]] = field(default_factory=list)  # undoes what activate made
@@ -134,6 +142,15 @@ def everything_config(settings: NodeSettings) -> AutomaticMaskConfig:
         min_area_fraction=settings.everything_min_area,
         max_masks=settings.max_regions,
         **thresholds,
+    )
+
+
+def tracker_config(settings: NodeSettings) -> TrackerConfig:
+    return TrackerConfig(
+        match_iou=settings.track_iou,
+        reuse_iou=settings.reuse_iou,
+        reuse_max_age=settings.reuse_max_age,
+        max_missed=settings.track_max_missed,
     )
 
 
@@ -196,6 +213,7 @@ class PerceptionNode(LifecycleNode):
         self.last_error = ""
         self._starting = False  # True while create_node_or_exit brings the node up
         self._unmatched_logged = 0
+        self._last_depth_error = ""
         self._described_at_last_report = 0
         self._last_report = time.monotonic()
         self.inputs_group = MutuallyExclusiveCallbackGroup()  # sync state is touched only from this group
@@ -220,8 +238,14 @@ class PerceptionNode(LifecycleNode):
             settings.slop, settings.sync_queue_size, settings.sync_timeout
         )
         worker: ModelWorker[FrameJob] = ModelWorker(self._process_frame, self._on_worker_error)
+        depth = (
+            DepthInput(settings.sync_queue_size, settings.slop, settings.depth_percentiles, settings.depth_min_pixels)
+            if settings.use_depth
+            else None
+        )
+        tracker = RegionTracker(tracker_config(settings))
         self.pipeline = pipeline = Pipeline(
-            describer, segmenter, reasoner, FrameStore(settings.cache_size), sync, worker
+            describer, segmenter, reasoner, FrameStore(settings.cache_size), sync, worker, depth, tracker
         )
         # Planners and RViz may ask for reliable delivery; a reliable publisher serves both kinds of subscriber.
         output_qos = QoSProfile(
@@ -233,6 +257,8 @@ class PerceptionNode(LifecycleNode):
         self.region_masks_pub = self.create_lifecycle_publisher(RegionMasks, "~/region_masks", output_qos)
         # The masks LISA found for ~/reason_segment queries, for other nodes.
         self.reason_masks_pub = self.create_lifecycle_publisher(RegionMasks, "~/reason_masks", output_qos)
+        # Each region's 3D box and label for RViz (use_depth only).
+        self.markers_pub = self.create_lifecycle_publisher(MarkerArray, "~/markers", output_qos)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.describe_service = DescribeService(self)
         self.segment_service = SegmentService(self)
@@ -243,6 +269,7 @@ class PerceptionNode(LifecycleNode):
             partial(self.destroy_lifecycle_publisher, self.overlay_pub),
             partial(self.destroy_lifecycle_publisher, self.region_masks_pub),
             partial(self.destroy_lifecycle_publisher, self.reason_masks_pub),
+            partial(self.destroy_lifecycle_publisher, self.markers_pub),
             partial(self.destroy_publisher, self.diagnostics_pub),
             partial(self.destroy_service, self.describe_service.service),
             partial(self.destroy_service, self.segment_service.service),
@@ -280,6 +307,15 @@ class PerceptionNode(LifecycleNode):
             pipeline.inputs += [
                 partial(self.destroy_subscription, masks_sub),
                 partial(self.destroy_timer, expiry_timer),
+            ]
+        if pipeline.depth is not None:
+            depth_sub = self.create_subscription(Image, "depth", self._on_depth, input_qos, callback_group=group)
+            info_sub = self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, input_qos, callback_group=group
+            )
+            pipeline.inputs += [
+                partial(self.destroy_subscription, depth_sub),
+                partial(self.destroy_subscription, info_sub),
             ]
         self.active = True
         self.get_logger().info(
@@ -354,7 +390,12 @@ class PerceptionNode(LifecycleNode):
         if configured and self.pipeline is not None:
             describer = self.pipeline.describer
             describer.prompt_mode, describer.max_new_tokens = self.settings.prompt_mode, self.settings.max_new_tokens
+            self.pipeline.tracker.config = tracker_config(self.settings)
+            if changes.keys() & {"prompt_mode", "max_new_tokens"}:
+                self.pipeline.tracker.forget_descriptions()  # text asked another way is not reused
             self.pipeline.sync.slop_ns = int(self.settings.slop * 1e9)
+            if self.pipeline.depth is not None:
+                self.pipeline.depth.slop_ns = self.pipeline.sync.slop_ns
             if self.pipeline.segmenter is not None and changes.keys() & {*EVERYTHING_PARAMETERS, "max_regions"}:
                 self.pipeline.segmenter.everything_config = everything_config(self.settings)
             self.get_logger().info(f"parameters changed: {changes}")
@@ -372,6 +413,14 @@ class PerceptionNode(LifecycleNode):
             pipeline.worker.submit_frame(((key, msg), None))
             return
         self._hand_over(pipeline, pipeline.sync.add_image(stamp, (key, msg)))
+
+    def _on_depth(self, msg: Image) -> None:
+        if self.pipeline is not None and self.pipeline.depth is not None:
+            self.pipeline.depth.add_depth(stamp_ns(msg.header.stamp), msg)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        if self.pipeline is not None and self.pipeline.depth is not None:
+            self.pipeline.depth.add_camera_info(stamp_ns(msg.header.stamp), msg)
 
     def _on_masks(self, msg: RegionMasks) -> None:
         pipeline = self.pipeline
@@ -439,53 +488,109 @@ class PerceptionNode(LifecycleNode):
         try:
             if masks_msg is None:
                 frame = self.frame_features(key, image_msg)
-                masks, ids = self._segment_everything(pipeline, frame, image_msg)
+                masks = self._segment_everything(pipeline, frame)
+                given_ids = None
             else:
                 masks, ids = self.read_masks(list(masks_msg.masks), list(masks_msg.ids), where)
+                given_ids = ids if len(masks_msg.ids) else None
                 frame = self.frame_features(key, image_msg)
-            regions = pipeline.describer.describe(frame, masks, ids) if masks else []
+            regions = self._describe_tracked(pipeline, frame, masks, given_ids)
+            if masks_msg is None:  # what SAM found, under the ids the descriptions use
+                self._publish_region_masks(image_msg, masks, [region.id for region in regions])
         except (ImageConversionError, ValueError) as exc:
             pipeline.stats.frame_errors += 1
             self.get_logger().error(f"{where}: {exc}")
             return
+        positions = self._positions(pipeline, stamp, masks, where)
         elapsed = time.perf_counter() - start
         pipeline.stats.frames_described += 1
         pipeline.stats.latency_total_s += elapsed
         pipeline.stats.latency_last_s = elapsed
-        self.descriptions_pub.publish(self._descriptions_msg(image_msg, regions, elapsed))
+        descriptions = self._descriptions_msg(image_msg, regions, elapsed, positions)
+        self.descriptions_pub.publish(descriptions)
+        if pipeline.depth is not None:
+            placed = [r for r in descriptions.regions if r.has_position]
+            self.markers_pub.publish(
+                region_markers(image_msg.header, [(r.id, r.label, r.position, r.extent) for r in placed])
+            )
         if self.settings.publish_overlay:
             overlay = draw_overlay(frame.rgb, masks, regions)
             self.overlay_pub.publish(numpy_to_image(overlay, "rgb8", header=image_msg.header))
 
-    def _segment_everything(
-        self, pipeline: Pipeline, frame: FrameFeatures, image_msg: CameraImage
-    ) -> tuple[list[np.ndarray], list[int]]:
-        """SAM's regions of the frame (best first, at most max_regions), published as RegionMasks; a frame
-        with none gives an empty message, not an error."""
+    def _describe_tracked(
+        self, pipeline: Pipeline, frame: FrameFeatures, masks: list[np.ndarray], given_ids: list[int] | None
+    ) -> list[RegionResult]:
+        """Stable ids for the masks; only new or changed regions go to the model (one batch), the rest keep
+        their text."""
+        if not masks:
+            return []
+        height, width = frame.rgb.shape[:2]
+        masks = [check_region_mask(i, mask, (height, width)) for i, mask in enumerate(masks)]  # before reuse
+        describe = partial(pipeline.describer.describe, frame)
+        return describe_tracked(pipeline.tracker, describe, masks, given_ids)
+
+    def _positions(
+        self, pipeline: Pipeline, stamp: int, masks: list[np.ndarray], where: str
+    ) -> list[RegionPosition] | None:
+        """Each region's 3D position, or None: depth off, or no usable depth for this frame (said, and the
+        descriptions still go out)."""
+        if pipeline.depth is None or not masks:
+            return None
+        try:
+            positions = pipeline.depth.positions(stamp, masks)
+        except ValueError as exc:  # a new problem is said at once, the same one again every 5 s
+            if str(exc) != self._last_depth_error:
+                self.get_logger().error(f"{where}: depth not used: {exc}")
+            else:
+                self.get_logger().error(f"{where}: depth not used: {exc}", throttle_duration_sec=5.0)
+            self._last_depth_error = str(exc)
+            return None
+        if positions is None:
+            self.get_logger().warning(
+                f"{where}: no depth image and camera_info within slop={self.settings.slop}s; regions have no position",
+                throttle_duration_sec=5.0,
+            )
+        return positions
+
+    def _segment_everything(self, pipeline: Pipeline, frame: FrameFeatures) -> list[np.ndarray]:
+        """SAM's regions of the frame (best first, at most max_regions); none is not an error."""
         assert pipeline.segmenter is not None  # configure refuses everything mode without SAM
         found = pipeline.segmenter.everything(frame)
         pipeline.stats.regions_found_last = len(found)
-        masks, ids = list(found.masks), list(range(len(found)))
+        return list(found.masks)
+
+    def _publish_region_masks(self, image_msg: CameraImage, masks: list[np.ndarray], ids: list[int]) -> None:
+        """Everything mode's masks for other nodes (a frame with none gives an empty message)."""
         out = RegionMasks(header=image_msg.header, ids=ids)
         out.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=image_msg.header) for mask in masks]
         self.region_masks_pub.publish(out)
-        return masks, ids
 
     def _descriptions_msg(
-        self, image: CameraImage, regions: list[RegionResult], elapsed: float
+        self,
+        image: CameraImage,
+        regions: list[RegionResult],
+        elapsed: float,
+        positions: list[RegionPosition] | None = None,
     ) -> RegionDescriptionArray:
         out = RegionDescriptionArray(header=image.header, model_name=self.model_name, inference_time=float(elapsed))
-        for region in regions:
+        for i, region in enumerate(regions):
             x, y, w, h = region.bbox
-            out.regions.append(
-                RegionDescription(
-                    id=region.id,
-                    label=region.label,
-                    description=region.description,
-                    bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h),
-                    area=region.area,
-                )
+            description = RegionDescription(
+                id=region.id,
+                label=region.label,
+                description=region.description,
+                bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h),
+                area=region.area,
+                reused=region.reused,
             )
+            if positions is not None:
+                place = positions[i]
+                description.depth_pixels = place.valid_pixels
+                if place.centroid is not None and place.extent is not None:
+                    description.has_position = True
+                    description.position = Point(x=place.centroid[0], y=place.centroid[1], z=place.centroid[2])
+                    description.extent = Vector3(x=place.extent[0], y=place.extent[1], z=place.extent[2])
+            out.regions.append(description)
         return out
 
     def _on_worker_error(self, exc: BaseException) -> None:
@@ -531,7 +636,18 @@ class PerceptionNode(LifecycleNode):
             "encoder_runs_lisa": pipeline.reasoner.encoder_runs.total if pipeline.reasoner else 0,
             "mask_source": self.settings.mask_source,
             "regions_found_last": stats.regions_found_last,
+            "regions_described": pipeline.tracker.stats.described,
+            "regions_reused": pipeline.tracker.stats.reused,
+            "regions_tracked": pipeline.tracker.stats.tracks_started,
         }
+        if pipeline.depth is not None:
+            depth = pipeline.depth.stats
+            values |= {
+                "depth_received": depth.depth_received,
+                "camera_info_received": depth.camera_info_received,
+                "frames_without_depth": depth.frames_without_depth,
+                "depth_errors": depth.depth_errors,
+            }
         level = DiagnosticStatus.WARN if stats.frame_errors or sync.masks_unmatched else DiagnosticStatus.OK
         status = DiagnosticStatus(
             level=level,

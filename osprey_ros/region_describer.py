@@ -23,6 +23,7 @@ class RegionResult:
     description: str
     bbox: tuple[int, int, int, int]  # x, y, width, height
     area: int
+    reused: bool = False  # the text is an earlier frame's: the region's mask barely changed since
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

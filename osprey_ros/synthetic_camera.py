@@ -3,6 +3,12 @@
 Publishes ``image`` (rgb8) and, unless ``publish_masks`` is false, ``region_masks`` (one mono8 mask per
 visible shape) with the same stamp. Without masks it is the camera of the node's ``everything`` mode,
 where SAM finds the shapes; the ground truth is kept either way (``truth``) for demos and tests.
+
+A shape keeps its id (its index in the scene) for as long as the camera has it, hidden frames included:
+a tracker downstream sees the same id come back. With ``publish_depth`` the camera is an RGB-D one: each
+shape is a flat card facing the camera, later-drawn (on top) shapes nearer, in front of a wall; ``depth``
+(16UC1 millimetres or 32FC1 metres, aligned to the image; the left ``INVALID_COLUMNS`` columns have no
+return, as a stereo camera's) and ``camera_info`` (a pinhole, no distortion) carry the image's stamp.
 """
 
 from __future__ import annotations
@@ -16,34 +22,58 @@ from osprey_interfaces.msg import RegionMasks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from osprey_model.shapes import Shape, random_shapes, render
 
+from .depth import PinholeCamera
 from .image_conversion import numpy_to_image
+
+WALL_DEPTH = 3.0  # metres
+NEAREST_DEPTH, DEPTH_STEP = 1.2, 0.3  # the top shape's depth; each one below it is this much farther
+INVALID_COLUMNS = 4
+
+
+def synthetic_pinhole(width: int, height: int) -> PinholeCamera:
+    """A ~64° horizontal field of view, centred."""
+    focal = 0.8 * width
+    return PinholeCamera(focal, focal, (width - 1) / 2, (height - 1) / 2, width, height)
 
 
 class ShapesScene:
     """Shapes drifting and bouncing off the borders; deterministic for a seed."""
 
-    def __init__(self, width: int, height: int, count: int, seed: int) -> None:
-        self.width, self.height = width, height
+    def __init__(self, width: int, height: int, count: int, seed: int, speed: float = 1.0) -> None:
+        """``speed`` scales the drift (up to 4 px and 0.03 rad a frame at 1)."""
+        self.width, self.height, self.speed = width, height, speed
         self.rng = np.random.default_rng(seed)
         self.shapes: list[Shape] = random_shapes(self.rng, width, height, count, overlap=0.15, distinct_colours=True)
-        self.velocity = self.rng.uniform(-4, 4, size=(count, 2))
+        self.velocity = self.rng.uniform(-4, 4, size=(count, 2)) * speed
 
-    def step(self) -> tuple[np.ndarray, list[np.ndarray], list[Shape]]:
+    def shape_depth(self, index: int) -> float:
+        """Metres from the camera to shape ``index``'s card (later shapes are drawn on top: nearer)."""
+        return NEAREST_DEPTH + DEPTH_STEP * (len(self.shapes) - 1 - index)
+
+    def depth_image(self, masks: list[np.ndarray], ids: list[int]) -> np.ndarray:
+        """(H, W) float32 metres for the visible ``masks`` of shapes ``ids``; NaN where there is no return."""
+        depth = np.full((self.height, self.width), WALL_DEPTH, np.float32)
+        for mask, index in zip(masks, ids, strict=True):
+            depth[mask] = self.shape_depth(index)
+        depth[:, :INVALID_COLUMNS] = np.nan
+        return depth
+
+    def step(self) -> tuple[np.ndarray, list[np.ndarray], list[Shape], list[int]]:
         for shape, v in zip(self.shapes, self.velocity, strict=True):
             shape.x, shape.y = shape.x + v[0], shape.y + v[1]
             if not shape.size * 0.5 < shape.x < self.width - shape.size * 0.5:
                 v[0] = -v[0]
             if not shape.size * 0.5 < shape.y < self.height - shape.size * 0.5:
                 v[1] = -v[1]
-            shape.angle += 0.03
+            shape.angle += 0.03 * self.speed
         image, masks = render(self.shapes, self.width, self.height, self.rng)
         keep = [i for i, mask in enumerate(masks) if mask.sum() >= 30]  # hidden shapes have no region
-        return image, [masks[i] for i in keep], [self.shapes[i] for i in keep]
+        return image, [masks[i] for i in keep], [self.shapes[i] for i in keep], keep
 
 
 @dataclass
@@ -52,6 +82,8 @@ class TruthFrame:
 
     shapes: list[Shape]
     masks: list[np.ndarray]
+    ids: list[int]  # each shape's stable id (its index in the scene)
+    centres: list[tuple[float, float, float]]  # each card's centre in the optical frame, metres (depth on)
 
 
 class SyntheticCamera(Node):
@@ -62,27 +94,50 @@ class SyntheticCamera(Node):
         height = int(self.declare_parameter("height", 240).value)
         count = int(self.declare_parameter("shapes", 4).value)
         seed = int(self.declare_parameter("seed", 0).value)
+        speed = float(self.declare_parameter("speed", 1.0).value)
         self.publish_masks = bool(self.declare_parameter("publish_masks", True).value)
         self.frame_id = str(self.declare_parameter("frame_id", "synthetic_camera").value)
-        self.scene = ShapesScene(width, height, count, seed)
+        self.publish_depth = bool(self.declare_parameter("publish_depth", True).value)
+        self.depth_encoding = str(self.declare_parameter("depth_encoding", "16UC1").value)
+        if self.depth_encoding not in ("16UC1", "32FC1"):
+            raise ValueError(f"depth_encoding {self.depth_encoding!r}: 16UC1 or 32FC1")
+        self.camera = synthetic_pinhole(width, height)
+        self.scene = ShapesScene(width, height, count, seed, speed)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, "image", qos)
         self.masks_pub = self.create_publisher(RegionMasks, "region_masks", qos) if self.publish_masks else None
+        self.depth_pub = self.create_publisher(Image, "depth", qos) if self.publish_depth else None
+        self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos) if self.publish_depth else None
         self.truth: dict[int, TruthFrame] = {}  # stamp → what was drawn, for ground truth beside answers
         self.create_timer(1.0 / rate, self.publish_frame)
 
     def publish_frame(self) -> None:
-        image, masks, shapes = self.scene.step()
+        image, masks, shapes, ids = self.scene.step()
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
         stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        self.truth[stamp] = TruthFrame([copy.copy(shape) for shape in shapes], masks)
+        centres = [self.card_centre(shape, index) for shape, index in zip(shapes, ids, strict=True)]
+        self.truth[stamp] = TruthFrame([copy.copy(shape) for shape in shapes], masks, ids, centres)
         while len(self.truth) > 30:
             self.truth.pop(next(iter(self.truth)))
         self.image_pub.publish(numpy_to_image(image, "rgb8", header=header))
+        if self.depth_pub is not None and self.info_pub is not None:
+            self.depth_pub.publish(self.depth_msg(self.scene.depth_image(masks, ids), header))
+            self.info_pub.publish(self.camera.to_camera_info(header))
         if self.masks_pub is not None:
-            msg = RegionMasks(header=header, ids=list(range(len(masks))))
+            msg = RegionMasks(header=header, ids=ids)
             msg.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=header) for mask in masks]
             self.masks_pub.publish(msg)
+
+    def card_centre(self, shape: Shape, index: int) -> tuple[float, float, float]:
+        z = self.scene.shape_depth(index)
+        camera = self.camera
+        return ((shape.x - camera.cx) * z / camera.fx, (shape.y - camera.cy) * z / camera.fy, z)
+
+    def depth_msg(self, metres: np.ndarray, header: Header) -> Image:
+        if self.depth_encoding == "32FC1":
+            return numpy_to_image(metres.astype(np.float32), "32FC1", header=header)
+        millimetres = np.nan_to_num(metres * 1000.0, nan=0.0).round().astype(np.uint16)  # 0 = no return
+        return numpy_to_image(millimetres, "16UC1", header=header)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -36,3 +36,15 @@ def test_sam_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert tiny["everything"]["ours_ms"] > 0 and tiny["everything"]["segment_anything_ms"] > 0
     assert tiny["frame"]["frame_ms"] > 0
     assert result["machine"] in (tmp_path / "s.md").read_text()
+
+
+def test_reuse_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("reuse_bench", ROOT / "bench" / "reuse_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--frames", "4", "--speeds", "0.1", "--max-new-tokens", "2", "--out", str(tmp_path), "--name=r"])
+    result = json.loads((tmp_path / "r.json").read_text())
+    on, off = result["runs"]["0.1"]["on"], result["runs"]["0.1"]["off"]
+    assert on["regions"] == off["regions"] > 0  # the same frames, every region delivered either way
+    assert off["reused"] == 0 and on["reused"] > 0 and on["described"] < off["described"]
+    assert result["machine"] in (tmp_path / "r.md").read_text()

@@ -47,7 +47,7 @@ def test_launch_file_declares_the_table_arguments() -> None:
     assert ast.literal_eval(keywords["executable"]) == "osprey_perception_node"
     assert ast.unparse(keywords["name"]) == "NODE_NAME"
     remapped = [ast.literal_eval(pair.elts[0]) for pair in keywords["remappings"].elts]
-    assert remapped == ["image", "image/compressed", "region_masks"]
+    assert remapped == ["image", "image/compressed", "region_masks", "depth", "camera_info"]
     setup = (ROOT / "setup.py").read_text()
     assert "osprey_perception_node = osprey_ros.perception_node:main" in setup
 
@@ -102,6 +102,8 @@ def test_pip_launcher_takes_the_same_arguments(tmp_path: Path) -> None:
         "namespace": "robot1",
         "params_file": "p.yaml",
         "mask_source": "",
+        "depth_topic": "/camera/aligned_depth_to_color/image_raw",
+        "camera_info_topic": "/camera/color/camera_info",
     }
     args = ros_arguments(values, extra)
     assert args[:3] == ["--ros-args", "--params-file", "p.yaml"]

@@ -77,6 +77,7 @@ def ros(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         "diagnostics_period": 0.2,
         "cpu_threads": 1,
         "service_timeout": 30.0,
+        "reuse_max_age": 0,  # every frame described: the feature-cache tests count the encoder's runs
     }
     node = NodeProcess(tmp_path_factory.mktemp("node"), domain, parameters, {"image_topic": IMAGE_TOPIC})
     tester = RosTester(domain, IMAGE_TOPIC, "/unused/region_masks")
