@@ -11,13 +11,33 @@ answers are token-identical to the one-region-per-call path.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache, StaticCache
 
 from .modeling_osprey import ImageFeatures, OspreyForCausalLM
+
+
+@dataclass
+class RegionTokens:
+    """One region's answer: its new token ids and each one's log-probability under the model (before any
+    temperature), the confidence a planner may weigh the answer by."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+    def confidence(self, eos_token_id: int) -> float:
+        """Mean probability of the answer's tokens (the end of sequence not counted); 0 for no token."""
+        probs = [math.exp(lp) for t, lp in zip(self.tokens, self.logprobs, strict=True) if t != eos_token_id]
+        return sum(probs) / len(probs) if probs else 0.0
+
+
+def _chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> list[float]:
+    return logits.float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0].tolist()
 
 
 class PrefixCache:
@@ -57,8 +77,9 @@ def generate_regions(
     temperature: float = 0.0,
     prefix_cache: PrefixCache | None = None,
     decode: str = "dynamic",
-) -> list[list[int]]:
-    """New token ids for each region; ``ids`` is a one-region prompt (exactly one ``<mask><pos>``).
+) -> list[RegionTokens]:
+    """New token ids (and their log-probabilities) for each region; ``ids`` is a one-region prompt (exactly
+    one ``<mask><pos>``).
 
     ``decode``: ``dynamic`` shrinks the batch as regions finish (best on CPU); ``static`` keeps a
     fixed-shape KV cache so a decode step has static shapes; ``static-compiled`` also runs the step
@@ -94,12 +115,13 @@ def generate_regions(
             model, cache, logits, length, budget, eos_token_id, temperature, decode == "static-compiled"
         )
 
-    outputs: list[list[int]] = [[] for _ in range(count)]
+    outputs = [RegionTokens() for _ in range(count)]
     active = torch.arange(count, device=device)  # rows of the batch still generating
     for step in range(budget):
         tokens = _pick(logits, temperature)
-        for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
-            outputs[row].append(token)
+        for row, token, logprob in zip(active.tolist(), tokens.tolist(), _chosen_logprobs(logits, tokens), strict=True):
+            outputs[row].tokens.append(token)
+            outputs[row].logprobs.append(logprob)
         keep = tokens != eos_token_id
         if step == budget - 1 or not keep.any():
             break
@@ -133,7 +155,7 @@ def _decode_static(
     eos_token_id: int,
     temperature: float,
     compiled: bool,
-) -> list[list[int]]:
+) -> list[RegionTokens]:
     """Fixed batch and cache shapes: finished regions keep their row (their tokens are dropped)."""
     lm = model.language_model
     static = StaticCache(config=lm.config, max_cache_len=length + budget)
@@ -144,12 +166,14 @@ def _decode_static(
     step_fn: Callable[..., torch.Tensor] = _decode_step
     if compiled:
         step_fn = _compiled_steps.setdefault(id(lm), torch.compile(_decode_step, mode="reduce-overhead"))
-    outputs: list[list[int]] = [[] for _ in range(len(logits))]
+    outputs = [RegionTokens() for _ in range(len(logits))]
     done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
     for step in range(budget):
         tokens = _pick(logits, temperature)
+        logprobs = _chosen_logprobs(logits, tokens)
         for row in (~done).nonzero().flatten().tolist():
-            outputs[row].append(int(tokens[row]))
+            outputs[row].tokens.append(int(tokens[row]))
+            outputs[row].logprobs.append(logprobs[row])
         done |= tokens == eos_token_id
         if step == budget - 1 or done.all():
             break

@@ -82,6 +82,25 @@ class Conversation:
         return text
 
 
+def conversation_question(question: str) -> str:
+    """A question about ``<region1>`` in the released multi-region conversation form, for one region ("Ther
+    are 1 part region in the picture: region1<mask><pos>. What is the colour of region1? ..."): the text
+    up to ``<mask>`` is the same for every region, so all regions of a frame still share one prefix."""
+    return multi_region_prefix(1) + refer_to_regions(question)
+
+
+# Typed attributes: short answers, each question asked of all a frame's regions in one batched pass.
+# Category is the short-form preset; the others are asked as Osprey's conversation data asks them.
+ATTRIBUTE_QUESTIONS = {
+    "category": PROMPTS["category"],
+    "colour": conversation_question("What is the colour of <region1>?" + SHORT_ANSWER_SUFFIX),
+    "material": conversation_question("What material is <region1> made of?" + SHORT_ANSWER_SUFFIX),
+    "state": conversation_question(
+        "What state is <region1> in, for example open, closed, empty, full, on or off?" + SHORT_ANSWER_SUFFIX
+    ),
+}
+
+
 def single_region_prompt(question: str) -> str:
     """The full prompt that asks ``question`` about one region, ready for generation."""
     conversation = Conversation()

@@ -35,6 +35,12 @@ class EncodedFrame:
 FrameInput = ImageInput | EncodedFrame | FrameFeatures
 
 
+@dataclass(frozen=True)
+class RegionAnswer:
+    text: str
+    confidence: float  # mean probability of the answer's tokens, 0..1
+
+
 def _image_hw(image: FrameInput) -> tuple[int, int]:
     """The size masks must have; checked before any encoding so that bad masks cost nothing."""
     if isinstance(image, EncodedFrame | FrameFeatures):
@@ -106,14 +112,28 @@ class OspreyPredictor:
         pass over a shared, cached prompt prefix (same greedy tokens); ``False`` is the released
         one-region-per-call path, kept as the baseline.
         """
+        if batched:
+            return [answer.text for answer in self.describe_scored(image, masks, prompt, max_new_tokens, temperature)]
         mask_tensor = masks_to_tensor(masks, _image_hw(image))
         ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
         frame = self.frame(image)
-        if not batched:
-            return [
-                self._generate(frame, ids, mask_tensor[i : i + 1], max_new_tokens, temperature)
-                for i in range(len(mask_tensor))
-            ]
+        return [
+            self._generate(frame, ids, mask_tensor[i : i + 1], max_new_tokens, temperature)
+            for i in range(len(mask_tensor))
+        ]
+
+    def describe_scored(
+        self,
+        image: FrameInput,
+        masks: MaskInput,
+        prompt: str = "short",
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+    ) -> list[RegionAnswer]:
+        """``describe``'s batched path, each answer with its confidence (mean token probability)."""
+        mask_tensor = masks_to_tensor(masks, _image_hw(image))
+        ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
+        frame = self.frame(image)
         with torch.inference_mode():
             mask_tokens, pos_tokens = self.model.encode_regions(frame.features, 0, mask_tensor)
             outputs = generate_regions(
@@ -128,7 +148,11 @@ class OspreyPredictor:
                 prefix_cache=self.prefix_cache,
                 decode=self.decode,
             )
-        return [self.tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in outputs]
+        eos = self.tokenizer.eos_token_id
+        return [
+            RegionAnswer(self.tokenizer.decode(out.tokens, skip_special_tokens=True).strip(), out.confidence(eos))
+            for out in outputs
+        ]
 
     def chat(
         self,

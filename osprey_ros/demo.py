@@ -139,11 +139,19 @@ class Report:
                 else:
                     actual = f" (truth: no shape, best IoU {max(ious, default=0.0):.2f})"
             box = region.bbox
+            typed = ", ".join(
+                f"{name} {value!r}"
+                for name in ("category", "colour", "material", "state")
+                if (value := getattr(region, name))
+            )
             print(
-                f"  region {region.id}: {region.label!r}{actual} box {box.x_offset},{box.y_offset} "
-                f"{box.width}x{box.height} area {region.area}",
+                f"  region {region.id}: {region.label!r} (confidence {region.label_confidence:.2f}){actual} box "
+                f"{box.x_offset},{box.y_offset} {box.width}x{box.height} area {region.area}"
+                + (" [reused]" if region.reused else ""),
                 flush=True,
             )
+            if typed:
+                print(f"    {typed}", flush=True)
             if region.has_position:
                 p = region.position
                 where = f"    at x {p.x:+.2f} y {p.y:+.2f} z {p.z:.2f} m ({region.depth_pixels} depth pixels)"

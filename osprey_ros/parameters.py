@@ -58,6 +58,7 @@ RUNTIME_PARAMETERS = frozenset(
         "everything_min_area",
         "reuse_iou",
         "reuse_max_age",
+        "attributes",
     }
 )
 # The automatic mask generator's settings (the everything mode and ~/segment_and_describe's everything).
@@ -85,6 +86,13 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         "short",
         "What each region gets: a short phrase, a category, or a short label plus a detailed description.",
         choices=("short", "category", "detailed"),
+    ),
+    ParamSpec(
+        "attributes",
+        ["category", "colour"],
+        "Typed attributes asked of every region (one batched question each): category, colour, material, state; "
+        "[none] asks none.",
+        choices=("category", "colour", "material", "state", "none"),
     ),
     ParamSpec("max_new_tokens", 32, "Most tokens generated per answer.", min_value=1, max_value=1024),
     ParamSpec(
@@ -303,6 +311,7 @@ class NodeSettings:
     dtype: str
     cpu_threads: int
     prompt_mode: str
+    attributes: list[str]
     max_new_tokens: int
     max_regions: int
     slop: float
@@ -347,6 +356,11 @@ def check_value(name: str, value: Any) -> None:
     spec = SPECS[name]
     if name == "depth_percentiles" and not (len(value) == 2 and 0 <= value[0] < value[1] <= 100):
         raise ValueError(f"parameter depth_percentiles={list(value)}: two percentiles, low < high, within 0..100")
+    if name == "attributes":
+        unknown = [v for v in value if v not in spec.choices]
+        if unknown or not len(value):
+            raise ValueError(f"parameter attributes={list(value)}: names from {', '.join(spec.choices)}")
+        return
     if spec.choices and value not in spec.choices:
         raise ValueError(f"parameter {name}={value!r}: choose one of {', '.join(spec.choices)}")
 
@@ -363,6 +377,7 @@ def read_settings(node: Node) -> NodeSettings:
     for name, value in values.items():
         check_value(name, value)
     values["depth_percentiles"] = [float(v) for v in values["depth_percentiles"]]  # rclpy gives an array.array
+    values["attributes"] = list(values["attributes"])
     return NodeSettings(**values)
 
 

@@ -145,6 +145,10 @@ def everything_config(settings: NodeSettings) -> AutomaticMaskConfig:
     )
 
 
+def attribute_names(settings: NodeSettings) -> tuple[str, ...]:
+    return tuple(name for name in settings.attributes if name != "none")
+
+
 def tracker_config(settings: NodeSettings) -> TrackerConfig:
     return TrackerConfig(
         match_iou=settings.track_iou,
@@ -225,7 +229,9 @@ class PerceptionNode(LifecycleNode):
             if settings.cpu_threads:
                 torch.set_num_threads(settings.cpu_threads)
             predictor = self._given_predictor or load_predictor(settings)
-            describer = RegionDescriber(predictor, settings.prompt_mode, settings.max_new_tokens)
+            describer = RegionDescriber(
+                predictor, settings.prompt_mode, settings.max_new_tokens, attribute_names(settings)
+            )
             segmenter = load_segmenter(settings, self.get_logger().warning)
             reasoner = load_reasoner(settings)
         except Exception as exc:  # missing or broken weights, bad values; rclpy would swallow it without a word
@@ -390,8 +396,9 @@ class PerceptionNode(LifecycleNode):
         if configured and self.pipeline is not None:
             describer = self.pipeline.describer
             describer.prompt_mode, describer.max_new_tokens = self.settings.prompt_mode, self.settings.max_new_tokens
+            describer.attributes = attribute_names(self.settings)
             self.pipeline.tracker.config = tracker_config(self.settings)
-            if changes.keys() & {"prompt_mode", "max_new_tokens"}:
+            if changes.keys() & {"prompt_mode", "max_new_tokens", "attributes"}:
                 self.pipeline.tracker.forget_descriptions()  # text asked another way is not reused
             self.pipeline.sync.slop_ns = int(self.settings.slop * 1e9)
             if self.pipeline.depth is not None:
@@ -582,6 +589,11 @@ class PerceptionNode(LifecycleNode):
                 bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h),
                 area=region.area,
                 reused=region.reused,
+                label_confidence=float(region.confidence),
+                category=region.attributes.get("category", ""),
+                colour=region.attributes.get("colour", ""),
+                material=region.attributes.get("material", ""),
+                state=region.attributes.get("state", ""),
             )
             if positions is not None:
                 place = positions[i]

@@ -77,3 +77,42 @@ def test_static_cache_decoding_gives_the_same_tokens(tiny_predictor: OspreyPredi
     finally:
         tiny_predictor.decode = "dynamic"
     assert static == dynamic
+
+
+def test_confidences_are_the_answer_tokens_probabilities_teacher_forced(tiny_predictor: OspreyPredictor) -> None:
+    """Each generated token's log-probability equals one uncached forward pass over prompt + answer."""
+    import torch
+
+    from osprey_model.batched_generation import generate_regions
+    from osprey_model.conversation import single_region_prompt
+    from osprey_model.image_processing import masks_to_tensor
+
+    image, masks = _frame(11, 3)
+    frame = tiny_predictor.encode(image)
+    model = tiny_predictor.model
+    ids = tiny_predictor._checked_ids(single_region_prompt("short"), 6)
+    mask_tensor = masks_to_tensor(masks, image.shape[:2])
+    with torch.inference_mode():
+        mask_tokens, pos_tokens = model.encode_regions(frame.features, 0, mask_tensor)
+        outputs = {
+            decode: generate_regions(
+                model, frame.features, ids, mask_tokens, pos_tokens, max_new_tokens=6,
+                eos_token_id=tiny_predictor.tokenizer.eos_token_id, decode=decode,
+            )
+            for decode in ("dynamic", "static")
+        }  # fmt: skip
+        for i, out in enumerate(outputs["dynamic"]):
+            embeds, _ = model.splice(ids, frame.features.image_tokens[0], mask_tokens[i : i + 1], pos_tokens[i : i + 1])
+            answer = torch.tensor(out.tokens)
+            sequence = torch.cat([embeds, model.language_model.get_input_embeddings()(answer[:-1])])
+            logits = model.language_model(inputs_embeds=sequence[None]).logits[0, len(embeds) - 1 :]
+            expected = logits.float().log_softmax(-1).gather(-1, answer[:, None])[:, 0]
+            np.testing.assert_allclose(out.logprobs, expected.numpy(), atol=1e-4)
+            assert outputs["static"][i].tokens == out.tokens
+            np.testing.assert_allclose(outputs["static"][i].logprobs, out.logprobs, atol=1e-4)
+    scored = tiny_predictor.describe_scored(frame, masks, max_new_tokens=6)
+    assert [a.text for a in scored] == tiny_predictor.describe(frame, masks, max_new_tokens=6)
+    eos = tiny_predictor.tokenizer.eos_token_id
+    for answer, out in zip(scored, outputs["dynamic"], strict=True):
+        kept = [np.exp(lp) for t, lp in zip(out.tokens, out.logprobs, strict=True) if t != eos]
+        assert 0.0 < answer.confidence <= 1.0 and answer.confidence == pytest.approx(np.mean(kept))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ros_harness import domain_id, ros_env
 
+REGION = r"  region \d+: '.*' \(confidence [01]\.\d\d\) "
+
 
 def run_demo(*args: str, domain: int) -> str:
     result = subprocess.run(
@@ -30,9 +32,11 @@ def test_demo_describes_shapes_its_sam_segmented(tiny_dir: Path) -> None:
     frames = re.findall(r"^frame \d+ stamp [\d.]+ model \S+ \d+ ms$", out, flags=re.M)
     found = re.findall(r"^  SAM found (\d+) regions; the camera drew (\d+) shapes$", out, flags=re.M)
     matched = re.findall(
-        r"^  region \d+: '.*' \(truth: \w+ \w+, IoU (0\.\d\d|1\.00)\) box \d+,\d+ \d+x\d+ area \d+$", out, flags=re.M
+        rf"^{REGION}\(truth: \w+ \w+, IoU (0\.\d\d|1\.00)\) box \d+,\d+ \d+x\d+ area \d+( \[reused\])?$",
+        out,
+        flags=re.M,
     )
-    unmatched = re.findall(r"^  region \d+: '.*' \(truth: no shape, best IoU 0\.\d\d\) box", out, flags=re.M)
+    unmatched = re.findall(rf"^{REGION}\(truth: no shape, best IoU 0\.\d\d\) box", out, flags=re.M)
     assert len(frames) == 2 and len(found) == 2, out
     assert sum(int(n) for n, _ in found) == len(matched) + len(unmatched), out  # every region is accounted for
     assert len(matched) >= 2, out
@@ -46,9 +50,17 @@ def test_demo_with_the_true_masks_from_the_camera(tiny_dir: Path) -> None:
     args = ["--model", str(tiny_dir), "--mask-source", "topic", "--frames", "2", "--max-new-tokens", "3"]
     out = run_demo(*args, domain=domain_id(24))
     frames = re.findall(r"^frame \d+ stamp [\d.]+ model \S+ \d+ ms$", out, flags=re.M)
-    regions = re.findall(r"^  region \d+: '.*' \(truth: \w+ \w+\) box \d+,\d+ \d+x\d+ area \d+$", out, flags=re.M)
+    regions = re.findall(rf"^{REGION}\(truth: \w+ \w+\) box \d+,\d+ \d+x\d+ area \d+( \[reused\])?$", out, flags=re.M)
     assert len(frames) == 2 and len(regions) >= 2, out
     assert "described 2 frames" in out
+    # The RGB-D camera: every region placed in 3D, near its card's true depth; typed attributes shown.
+    places = re.findall(r"^    at x [+-][\d.]+ y [+-][\d.]+ z ([\d.]+) m \(\d+ depth pixels\) truth x [+-][\d.]+ "
+                        r"y [+-][\d.]+ z ([\d.]+)$", out, flags=re.M)  # fmt: skip
+    assert len(places) == len(regions) and all(abs(float(z) - float(t)) < 0.01 for z, t in places), out
+    assert len(re.findall(r"^    category '.+', colour '.+'$", out, flags=re.M)) == len(regions), out
+    # Stable ids: the camera's own, the same shapes under the same ids in both frames.
+    per_frame = [re.findall(r"^  region (\d+): ", block, flags=re.M) for block in out.split("frame ")[1:3]]
+    assert per_frame[0] and per_frame[0] == per_frame[1], out
 
 
 def interrupt_after(command: list[str], ready: str, domain: int, settle: float = 0.0) -> tuple[int, str, str]:

@@ -112,6 +112,10 @@ def test_regions_get_their_3d_position_and_extent_from_16uc1_depth(rgbd) -> None
             (np.percentile(xs, 95) - np.percentile(xs, 5)) * z / CAMERA.fx, abs=0.02
         )
     assert described.regions[0].position.x < 0 < described.regions[1].position.x  # left of centre, right of it
+    # Typed attributes (the shipped default: category and colour; this random model's words are noise),
+    # and the label's confidence.
+    assert all(r.category and r.colour and not r.material and not r.state for r in described.regions)
+    assert all(0.0 < r.label_confidence <= 1.0 for r in described.regions)
     key = stamp_of(described)
     tester.spin_until(lambda: any(m.markers and stamp_of(m.markers[0]) == key for m in tester.markers), 10, "markers")
     markers = next(m for m in tester.markers if m.markers and stamp_of(m.markers[0]) == key).markers
