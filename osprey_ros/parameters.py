@@ -59,6 +59,7 @@ RUNTIME_PARAMETERS = frozenset(
         "reuse_iou",
         "reuse_max_age",
         "attributes",
+        "find_verify_top",
     }
 )
 # The automatic mask generator's settings (the everything mode and ~/segment_and_describe's everything).
@@ -273,6 +274,13 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         max_value=100_000,
     ),
     ParamSpec(
+        "find_verify_top",
+        3,
+        "~/find_region with verify: how many of the best-matching regions the model is asked about (yes/no).",
+        min_value=1,
+        max_value=256,
+    ),
+    ParamSpec(
         "use_depth",
         False,
         "Subscribe to 'depth' (16UC1 mm or 32FC1 m, aligned to the image) and 'camera_info', paired with the image "
@@ -341,6 +349,7 @@ class NodeSettings:
     track_max_missed: int
     reuse_iou: float
     reuse_max_age: int
+    find_verify_top: int
     use_depth: bool
     depth_percentiles: list[float]
     depth_min_pixels: int

@@ -49,6 +49,7 @@ from osprey_model.sam import AutomaticMaskConfig, SamSegmenter, get_sam_preset
 from .depth import RegionPosition
 from .depth_input import DepthInput
 from .describe_service import DescribeService
+from .find_service import FindRegionService
 from .frame_store import FrameStore
 from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, mask_to_bool, numpy_to_image
 from .markers import region_markers
@@ -65,6 +66,7 @@ from .parameters import (
 )
 from .reason_service import ReasonService
 from .region_describer import RegionDescriber, RegionResult
+from .region_finder import DescribedFrame, DescribedFrames
 from .region_reasoner import RegionReasoner
 from .region_segmenter import RegionSegmenter
 from .region_tracker import RegionTracker, TrackerConfig, describe_tracked
@@ -108,6 +110,7 @@ class Pipeline:
     worker: ModelWorker[FrameJob]
     depth: DepthInput | None  # None unless use_depth
     tracker: RegionTracker
+    described: DescribedFrames  # the last described frames' regions, for ~/find_region
     stats: PipelineStats = field(default_factory=PipelineStats)
     teardown: list[Callable[[], object]] = field(default_factory=list)  # undoes what configure made
     inputs: list[Callable[[], object]] = field(default_factory=list)  # undoes what activate made
@@ -251,8 +254,9 @@ class PerceptionNode(LifecycleNode):
         )
         tracker = RegionTracker(tracker_config(settings))
         self.pipeline = pipeline = Pipeline(
-            describer, segmenter, reasoner, FrameStore(settings.cache_size), sync, worker, depth, tracker
-        )
+            describer, segmenter, reasoner, FrameStore(settings.cache_size), sync, worker, depth, tracker,
+            DescribedFrames(settings.cache_size),
+        )  # fmt: skip
         # Planners and RViz may ask for reliable delivery; a reliable publisher serves both kinds of subscriber.
         output_qos = QoSProfile(
             depth=settings.qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
@@ -269,6 +273,7 @@ class PerceptionNode(LifecycleNode):
         self.describe_service = DescribeService(self)
         self.segment_service = SegmentService(self)
         self.reason_service = ReasonService(self, self.reason_masks_pub.publish)
+        self.find_service = FindRegionService(self)
         diagnostics_timer = self.create_timer(settings.diagnostics_period, self._publish_diagnostics, self.inputs_group)
         pipeline.teardown += [
             partial(self.destroy_lifecycle_publisher, self.descriptions_pub),
@@ -280,6 +285,7 @@ class PerceptionNode(LifecycleNode):
             partial(self.destroy_service, self.describe_service.service),
             partial(self.destroy_service, self.segment_service.service),
             partial(self.destroy_service, self.reason_service.service),
+            partial(self.destroy_service, self.find_service.service),
             partial(self.destroy_timer, diagnostics_timer),
         ]
         sam = f", SAM {settings.sam_preset}" if segmenter is not None else ", no SAM"
@@ -509,6 +515,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"{where}: {exc}")
             return
         positions = self._positions(pipeline, stamp, masks, where)
+        pipeline.described.add(DescribedFrame(stamp, image_msg.header, regions, masks))
         elapsed = time.perf_counter() - start
         pipeline.stats.frames_described += 1
         pipeline.stats.latency_total_s += elapsed

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from osprey_model import FrameFeatures, OspreyPredictor
-from osprey_model.conversation import ATTRIBUTE_QUESTIONS
+from osprey_model.conversation import ATTRIBUTE_QUESTIONS, SHORT_ANSWER_SUFFIX, conversation_question
 from osprey_model.frame_features import EncoderRuns
 
 PROMPT_MODES = ("short", "category", "detailed")
@@ -87,3 +87,13 @@ class RegionDescriber:
             return self.predictor.describe(
                 frame, masks, prompt=prompt, max_new_tokens=max_new_tokens or self.max_new_tokens
             )
+
+    def yes_probabilities(self, frame: FrameFeatures, masks: list[np.ndarray], query: str) -> list[float]:
+        """P(yes) that each region is ``query`` ("Is region1 <query>?", as the robustness data ask), all
+        regions in one batched question."""
+        from .region_finder import yes_probability
+
+        question = conversation_question(f"Is <region1> {query.strip().rstrip('?')}?" + SHORT_ANSWER_SUFFIX)
+        with self.encoder_runs.counting(frame):
+            answers = self.predictor.describe_scored(frame, masks, prompt=question, max_new_tokens=3)
+        return [yes_probability(answer.text, answer.confidence) for answer in answers]

@@ -20,7 +20,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from osprey_interfaces.msg import RegionDescriptionArray, RegionMasks
-from osprey_interfaces.srv import DescribeRegions, ReasonSegment, SegmentAndDescribe
+from osprey_interfaces.srv import DescribeRegions, FindRegion, ReasonSegment, SegmentAndDescribe
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -122,6 +122,7 @@ class RosTester:
         self.client = self.node.create_client(DescribeRegions, f"{node_ns}/describe")
         self.segment_client = self.node.create_client(SegmentAndDescribe, f"{node_ns}/segment_and_describe")
         self.reason_client = self.node.create_client(ReasonSegment, f"{node_ns}/reason_segment")
+        self.find_client = self.node.create_client(FindRegion, f"{node_ns}/find_region")
 
     def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -139,16 +140,19 @@ class RosTester:
                 and self.client.service_is_ready()
                 and self.segment_client.service_is_ready()
                 and self.reason_client.service_is_ready()
+                and self.find_client.service_is_ready()
             ),
             timeout,
             "the node's subscriptions and services",
         )
 
     def call(self, request: Any, timeout: float = 60.0) -> Any:
-        """``~/describe``, ``~/segment_and_describe`` or ``~/reason_segment``, by the request's type."""
+        """``~/describe``, ``~/segment_and_describe``, ``~/reason_segment`` or ``~/find_region``, by the request's
+        type."""
         client = {
             SegmentAndDescribe.Request: self.segment_client,
             ReasonSegment.Request: self.reason_client,
+            FindRegion.Request: self.find_client,
         }.get(type(request), self.client)
         future = client.call_async(request)
         self.spin_until(future.done, timeout, "the service response")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
+from osprey_interfaces.srv import FindRegion
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import NodeProcess, RosTester, domain_id
 from sensor_msgs.msg import CameraInfo, Image
@@ -183,3 +184,31 @@ def test_static_regions_keep_ids_and_reuse_their_text_until_the_masks_change(rgb
     assert [r.id for r in moved.regions] == ids and not any(r.reused for r in moved.regions)
     tester.fresh_diagnostics()
     assert int(tester.diagnostic("regions_described")) == described_before + 2
+
+
+def test_find_region_ranks_the_described_regions_and_says_what_is_wrong(rgbd) -> None:
+    _, tester = rgbd
+    _, masks = scene()
+    described, masks = send(tester, numpy_to_image((depth_of(masks) * 1000).astype(np.uint16), "16UC1"))
+    labels = {r.id: r.label for r in described.regions}
+    second = described.regions[1]
+    own_words = "; ".join(dict.fromkeys(w.strip() for w in (second.label, second.category, second.colour) if w.strip()))
+    found = tester.call(FindRegion.Request(query=own_words, stamp=described.header.stamp))
+    assert found.success, found.message
+    assert stamp_of(found.header) == stamp_of(described) and sorted(found.ids) == sorted(labels)
+    assert found.ids[0] == second.id  # a region's own words (label and attributes) match it best
+    assert list(found.scores) == sorted(found.scores, reverse=True) and found.scores[0] == pytest.approx(1.0, abs=1e-3)
+    assert [labels[i] for i in found.ids] == list(found.labels)
+    by_id = dict(zip(found.ids, found.masks, strict=True))
+    for region, mask in zip(described.regions, masks, strict=True):
+        assert np.array_equal(np.frombuffer(bytes(by_id[region.id].data), np.uint8).reshape(HEIGHT, WIDTH) > 0, mask)
+    newest = tester.call(FindRegion.Request(query="anything", max_results=1, verify=True))  # stamp 0: the newest
+    assert newest.success and len(newest.ids) == 1 and 0.0 <= newest.scores[0] <= 1.0, newest.message
+    for request, message in (
+        (FindRegion.Request(query="  "), "empty query"),
+        (FindRegion.Request(query="x" * 400), "at most 300"),
+        (FindRegion.Request(query="mug", stamp=Time(sec=5)), "no described frame near stamp 5.000"),
+    ):
+        response = tester.call(request)
+        assert not response.success and message in response.message, response.message
+    assert tester.call(FindRegion.Request(query="mug")).success  # and it keeps serving

