@@ -55,6 +55,7 @@ setup(
             "osprey-perception = osprey_ros.launcher:main",
             "osprey-demo = osprey_ros.demo:main",
             "osprey-reason-demo = osprey_ros.reason_demo:main",
+            "osprey-bag = osprey_ros.bag_tool:main",
         ]
     },
     zip_safe=False,

@@ -67,7 +67,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Description reuse — {result['machine']}",
         "",
-        f"{result['date']}; {result['model']} on cpu float32, {result['max_new_tokens']} new tokens; "
+        f"{result['date']}; {result['model']} on cpu float32, {result['max_new_tokens']} new tokens, label plus "
+        "attributes category and colour; "
         f"{result['frames']} frames of 640×480, {result['shapes']} shapes, true masks; shipped reuse "
         f"parameters {result['shipped']}.",
         "",
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     model_dir = default_checkpoint()
     predictor = OspreyPredictor.from_pretrained(model_dir, device="cpu", dtype=torch.float32)
-    describer = RegionDescriber(predictor, "short", args.max_new_tokens)
+    attributes = tuple(SPECS["attributes"].default)  # the node's default typed attributes, asked as it does
+    describer = RegionDescriber(predictor, "short", args.max_new_tokens, attributes)
     runs = {}
     for speed in args.speeds:
         runs[str(speed)] = {

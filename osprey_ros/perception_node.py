@@ -26,8 +26,7 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Vector3
-from osprey_interfaces.msg import RegionDescription, RegionDescriptionArray, RegionMasks
+from osprey_interfaces.msg import RegionDescriptionArray, RegionMasks
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -37,7 +36,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
@@ -49,10 +48,10 @@ from osprey_model.sam import AutomaticMaskConfig, SamSegmenter, get_sam_preset
 from .depth import RegionPosition
 from .depth_input import DepthInput
 from .describe_service import DescribeService
+from .description_messages import descriptions_msg, markers_msg
 from .find_service import FindRegionService
 from .frame_store import FrameStore
 from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, mask_to_bool, numpy_to_image
-from .markers import region_markers
 from .model_worker import ModelWorker
 from .overlay import draw_overlay
 from .parameters import (
@@ -520,13 +519,10 @@ class PerceptionNode(LifecycleNode):
         pipeline.stats.frames_described += 1
         pipeline.stats.latency_total_s += elapsed
         pipeline.stats.latency_last_s = elapsed
-        descriptions = self._descriptions_msg(image_msg, regions, elapsed, positions)
+        descriptions = descriptions_msg(image_msg.header, self.model_name, regions, elapsed, positions)
         self.descriptions_pub.publish(descriptions)
         if pipeline.depth is not None:
-            placed = [r for r in descriptions.regions if r.has_position]
-            self.markers_pub.publish(
-                region_markers(image_msg.header, [(r.id, r.label, r.position, r.extent) for r in placed])
-            )
+            self.markers_pub.publish(markers_msg(descriptions))
         if self.settings.publish_overlay:
             overlay = draw_overlay(frame.rgb, masks, regions)
             self.overlay_pub.publish(numpy_to_image(overlay, "rgb8", header=image_msg.header))
@@ -578,39 +574,6 @@ class PerceptionNode(LifecycleNode):
         out = RegionMasks(header=image_msg.header, ids=ids)
         out.masks = [numpy_to_image(mask.astype(np.uint8) * 255, "mono8", header=image_msg.header) for mask in masks]
         self.region_masks_pub.publish(out)
-
-    def _descriptions_msg(
-        self,
-        image: CameraImage,
-        regions: list[RegionResult],
-        elapsed: float,
-        positions: list[RegionPosition] | None = None,
-    ) -> RegionDescriptionArray:
-        out = RegionDescriptionArray(header=image.header, model_name=self.model_name, inference_time=float(elapsed))
-        for i, region in enumerate(regions):
-            x, y, w, h = region.bbox
-            description = RegionDescription(
-                id=region.id,
-                label=region.label,
-                description=region.description,
-                bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h),
-                area=region.area,
-                reused=region.reused,
-                label_confidence=float(region.confidence),
-                category=region.attributes.get("category", ""),
-                colour=region.attributes.get("colour", ""),
-                material=region.attributes.get("material", ""),
-                state=region.attributes.get("state", ""),
-            )
-            if positions is not None:
-                place = positions[i]
-                description.depth_pixels = place.valid_pixels
-                if place.centroid is not None and place.extent is not None:
-                    description.has_position = True
-                    description.position = Point(x=place.centroid[0], y=place.centroid[1], z=place.centroid[2])
-                    description.extent = Vector3(x=place.extent[0], y=place.extent[1], z=place.extent[2])
-            out.regions.append(description)
-        return out
 
     def _on_worker_error(self, exc: BaseException) -> None:
         if self.pipeline is not None:

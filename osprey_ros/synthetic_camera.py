@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from osprey_interfaces.msg import RegionMasks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -138,6 +140,59 @@ class SyntheticCamera(Node):
             return numpy_to_image(metres.astype(np.float32), "32FC1", header=header)
         millimetres = np.nan_to_num(metres * 1000.0, nan=0.0).round().astype(np.uint16)  # 0 = no return
         return numpy_to_image(millimetres, "16UC1", header=header)
+
+
+def record_bag(
+    path: Path,
+    frames: int,
+    width: int = 640,
+    height: int = 480,
+    shapes: int = 4,
+    speed: float = 1.0,
+    seed: int = 4,
+    storage: str = "mcap",
+    extra_topic: bool = False,
+) -> list[list[int]]:
+    """A rosbag2 of the RGB-D camera without a ROS graph: ``/cam/image``, ``/cam/region_masks`` (stable ids),
+    ``/cam/camera_info`` and ``/cam/depth`` (16UC1, recorded after its image, as a driver's may arrive), one
+    frame a second of bag time; ``extra_topic`` adds an unrelated String topic. Returns each frame's ids."""
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from .bag_tool import output_typestore
+
+    store = output_typestore()
+    scene = ShapesScene(width, height, shapes, seed, speed)
+    camera = synthetic_pinhole(width, height)
+    topics = {
+        "/cam/image": "sensor_msgs/msg/Image",
+        "/cam/region_masks": "osprey_interfaces/msg/RegionMasks",
+        "/cam/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/cam/depth": "sensor_msgs/msg/Image",
+    }
+    if extra_topic:
+        topics["/unrelated"] = "std_msgs/msg/String"
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    ids_per_frame = []
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        out = {topic: writer.add_connection(topic, kind, typestore=store) for topic, kind in topics.items()}
+        for i in range(frames):
+            image, masks, _, ids = scene.step()
+            ids_per_frame.append(ids)
+            stamp = 1_000_000_000 * (100 + i)
+            header = Header(stamp=Time(sec=100 + i), frame_id="cam_optical")
+            region_masks = RegionMasks(header=header, ids=ids)
+            region_masks.masks = [numpy_to_image(m.astype(np.uint8) * 255, "mono8", header=header) for m in masks]
+            millimetres = np.nan_to_num(scene.depth_image(masks, ids) * 1000).astype(np.uint16)
+            messages = [
+                ("/cam/image", numpy_to_image(image, "rgb8", header=header)),
+                ("/cam/region_masks", region_masks),
+                ("/cam/camera_info", camera.to_camera_info(header)),
+                ("/cam/depth", numpy_to_image(millimetres, "16UC1", header=header)),
+            ]
+            for offset, (topic, msg) in enumerate(messages):
+                writer.write(out[topic], stamp + offset * 1_000_000, serialize_message(msg))
+    return ids_per_frame
 
 
 def main(args: list[str] | None = None) -> None:

@@ -48,3 +48,14 @@ def test_reuse_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert on["regions"] == off["regions"] > 0  # the same frames, every region delivered either way
     assert off["reused"] == 0 and on["reused"] > 0 and on["described"] < off["described"]
     assert result["machine"] in (tmp_path / "r.md").read_text()
+
+
+def test_bag_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bag_bench", ROOT / "bench" / "bag_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--frames", "3", "--shapes", "2", "--max-new-tokens", "2", "--out", str(tmp_path), "--name=b"])
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["runs"]["on"]["frames"] == result["runs"]["off"]["frames"] == 3
+    assert result["runs"]["off"]["reused"] == 0
+    assert result["machine"] in (tmp_path / "b.md").read_text()
