@@ -68,7 +68,7 @@ from .region_describer import RegionDescriber, RegionResult
 from .region_finder import DescribedFrame, DescribedFrames
 from .region_reasoner import RegionReasoner
 from .region_segmenter import RegionSegmenter
-from .region_tracker import RegionTracker, TrackerConfig, describe_tracked
+from .region_tracker import RegionTracker, TrackerConfig, describe_tracked, mask_classes
 from .segment_service import SegmentService
 from .stamps import stamp_ns
 from .sync import ApproximateTimeSync
@@ -501,12 +501,13 @@ class PerceptionNode(LifecycleNode):
             if masks_msg is None:
                 frame = self.frame_features(key, image_msg)
                 masks = self._segment_everything(pipeline, frame)
-                given_ids = None
+                given_ids, classes = None, None
             else:
                 masks, ids = self.read_masks(list(masks_msg.masks), list(masks_msg.ids), where)
                 given_ids = ids if len(masks_msg.ids) else None
+                classes = mask_classes(list(masks_msg.classes), len(masks_msg.masks), len(masks))
                 frame = self.frame_features(key, image_msg)
-            regions = self._describe_tracked(pipeline, frame, masks, given_ids)
+            regions = self._describe_tracked(pipeline, frame, masks, given_ids, classes)
             if masks_msg is None:  # what SAM found, under the ids the descriptions use
                 self._publish_region_masks(image_msg, masks, [region.id for region in regions])
         except (ImageConversionError, ValueError) as exc:
@@ -528,7 +529,12 @@ class PerceptionNode(LifecycleNode):
             self.overlay_pub.publish(numpy_to_image(overlay, "rgb8", header=image_msg.header))
 
     def _describe_tracked(
-        self, pipeline: Pipeline, frame: FrameFeatures, masks: list[np.ndarray], given_ids: list[int] | None
+        self,
+        pipeline: Pipeline,
+        frame: FrameFeatures,
+        masks: list[np.ndarray],
+        given_ids: list[int] | None,
+        classes: list[str] | None = None,
     ) -> list[RegionResult]:
         """Stable ids for the masks; only new or changed regions go to the model (one batch), the rest keep
         their text."""
@@ -537,7 +543,7 @@ class PerceptionNode(LifecycleNode):
         height, width = frame.rgb.shape[:2]
         masks = [check_region_mask(i, mask, (height, width)) for i, mask in enumerate(masks)]  # before reuse
         describe = partial(pipeline.describer.describe, frame)
-        return describe_tracked(pipeline.tracker, describe, masks, given_ids)
+        return describe_tracked(pipeline.tracker, describe, masks, given_ids, classes)
 
     def _positions(
         self, pipeline: Pipeline, stamp: int, masks: list[np.ndarray], where: str

@@ -51,7 +51,7 @@ class ShapesScene:
         self.width, self.height, self.speed = width, height, speed
         self.rng = np.random.default_rng(seed)
         self.shapes: list[Shape] = random_shapes(self.rng, width, height, count, overlap=0.15, distinct_colours=True)
-        self.velocity = self.rng.uniform(-4, 4, size=(count, 2)) * speed
+        self.velocity = self.rng.uniform(-4, 4, size=(len(self.shapes), 2)) * speed  # distinct colours: at most 6
 
     def shape_depth(self, index: int) -> float:
         """Metres from the camera to shape ``index``'s card (later shapes are drawn on top: nearer)."""

@@ -212,3 +212,16 @@ def test_find_region_ranks_the_described_regions_and_says_what_is_wrong(rgbd) ->
         response = tester.call(request)
         assert not response.success and message in response.message, response.message
     assert tester.call(FindRegion.Request(query="mug")).success  # and it keeps serving
+
+
+def test_classes_that_do_not_match_the_masks_are_refused_and_the_node_keeps_serving(rgbd) -> None:
+    node, tester = rgbd
+    image, masks = scene()
+    header = Header(stamp=Time(sec=next(_stamps), nanosec=0), frame_id="rgbd_optical")
+    bad = masks_msg(header, masks)
+    bad.classes = ["circle"]
+    tester.image_pub.publish(numpy_to_image(image, "rgb8", header=header))
+    tester.masks_pub.publish(bad)
+    node.wait_for_log(r"1 classes for 2 masks")
+    described, _ = send(tester, numpy_to_image((depth_of(masks) * 1000).astype(np.uint16), "16UC1"))
+    assert len(described.regions) == 2

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from osprey_ros.region_describer import RegionResult, mask_box
-from osprey_ros.region_tracker import RegionTracker, TrackerConfig, describe_tracked, mask_iou
+from osprey_ros.region_tracker import RegionTracker, TrackerConfig, describe_tracked, mask_classes, mask_iou
 from osprey_ros.synthetic_camera import ShapesScene
 
 
@@ -109,3 +110,40 @@ def test_a_region_unseen_too_long_is_forgotten() -> None:
         run_frame(tracker, [square(100, 60)])
     back = run_frame(tracker, [square(100, 60), square(10, 10)])
     assert back[1].id != first[0].id
+
+
+def test_a_region_hidden_for_a_few_frames_comes_back_under_its_id() -> None:
+    tracker = RegionTracker(TrackerConfig(max_missed=5))
+    first = run_frame(tracker, [square(10, 10), square(100, 50)])
+    for _ in range(3):  # the first one is hidden (occluded): only the other is seen
+        run_frame(tracker, [square(100, 50)])
+    back = run_frame(tracker, [square(100, 50), square(12, 11)])
+    assert [r.id for r in back] == [first[1].id, first[0].id]
+
+
+def test_classes_from_the_mask_source_keep_ids_apart() -> None:
+    tracker = RegionTracker()
+    first = describe_tracked(tracker, run_frame_describe, [square(10, 10)], classes=["cup"])
+    same = describe_tracked(tracker, run_frame_describe, [square(11, 10)], classes=["cup"])
+    other = describe_tracked(tracker, run_frame_describe, [square(11, 10)], classes=["bowl"])
+    assert same[0].id == first[0].id and same[0].reused
+    assert other[0].id != first[0].id and not other[0].reused  # same place, another class: another object
+    unknown = describe_tracked(tracker, run_frame_describe, [square(11, 10)])  # no classes: IoU alone
+    assert unknown[0].id == other[0].id
+
+
+def run_frame_describe(masks: list[np.ndarray], ids: list[int]) -> list[RegionResult]:
+    return [RegionResult(i, "text", "", mask_box(m), int(m.sum())) for m, i in zip(masks, ids, strict=True)]
+
+
+def test_mask_classes_are_checked_against_the_masks() -> None:
+    assert mask_classes([], 3, 3) is None
+    assert mask_classes(["a", "b", "c"], 3, 2) == ["a", "b"]  # cut with the masks (max_regions)
+    with pytest.raises(ValueError, match="2 classes for 3 masks"):
+        mask_classes(["a", "b"], 3, 3)
+
+
+def test_a_scene_asked_for_more_shapes_than_colours_still_steps() -> None:
+    scene = ShapesScene(320, 240, 9, seed=0)  # distinct colours: 6 shapes at most
+    _, masks, shapes, ids = scene.step()
+    assert len(scene.shapes) == 6 and len(masks) == len(shapes) == len(ids)
