@@ -7,14 +7,13 @@ offline with description reuse on (the node's defaults) and off, in one run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import RESULTS, machine
+from run_bench import RESULTS, machine, save_results
 
 from osprey_ros.bag_tool import parse_args, run
 from osprey_ros.synthetic_camera import record_bag
@@ -76,10 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         "max_new_tokens": args.max_new_tokens,
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(result, markdown(result), args.out, args.name)
     return result
 
 

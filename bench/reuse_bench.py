@@ -12,7 +12,6 @@ mean), regions delivered per second, regions the model described per second, and
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import RESULTS, machine
+from run_bench import RESULTS, machine, save_results
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint
@@ -116,10 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         "shipped": f"reuse_iou {SHIPPED.reuse_iou}, reuse_max_age {SHIPPED.reuse_max_age}",
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(result, markdown(result), args.out, args.name)
     return result
 
 

@@ -45,6 +45,14 @@ def machine() -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
+def save_results(result: dict, table: str, out: Path, name: str) -> None:
+    """``out/name.json`` (every figure) and ``out/name.md`` (the table, also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(table)
+    print(table)
+
+
 class PeakMemory:
     """Peak memory a block adds: CUDA allocator peak on GPU, sampled resident set size on CPU."""
 
@@ -266,11 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
         "paths": bench_paths(predictor, args),
         "encoders": bench_encoders(predictor, args, args.out / ".encoder-cache"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.name or f"{args.preset}-{args.device}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(result, markdown(result), args.out, args.name or f"{args.preset}-{args.device}")
     return result
 
 

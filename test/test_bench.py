@@ -9,10 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("run_bench", ROOT / "bench" / "run_bench.py")
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    module = load_bench("run_bench")
     module.main(
         ["--regions", "1", "3", "--repeats", "1", "--max-new-tokens", "2", "--out", str(tmp_path), "--name", "t"]
     )
@@ -25,9 +30,7 @@ def test_bench_writes_json_and_markdown(tmp_path: Path) -> None:
 
 
 def test_sam_bench_writes_json_and_markdown(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("sam_bench", ROOT / "bench" / "sam_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("sam_bench")
     module.main(["--presets", "tiny", "--repeats", "1", "--points-per-side", "4", "--out", str(tmp_path), "--name=s"])
     result = json.loads((tmp_path / "s.json").read_text())
     tiny = result["presets"]["tiny"]
@@ -39,9 +42,7 @@ def test_sam_bench_writes_json_and_markdown(tmp_path: Path) -> None:
 
 
 def test_reuse_bench_writes_json_and_markdown(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("reuse_bench", ROOT / "bench" / "reuse_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("reuse_bench")
     module.main(["--frames", "4", "--speeds", "0.1", "--max-new-tokens", "2", "--out", str(tmp_path), "--name=r"])
     result = json.loads((tmp_path / "r.json").read_text())
     on, off = result["runs"]["0.1"]["on"], result["runs"]["0.1"]["off"]
@@ -51,9 +52,7 @@ def test_reuse_bench_writes_json_and_markdown(tmp_path: Path) -> None:
 
 
 def test_bag_bench_writes_json_and_markdown(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bag_bench", ROOT / "bench" / "bag_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("bag_bench")
     module.main(["--frames", "3", "--shapes", "2", "--max-new-tokens", "2", "--out", str(tmp_path), "--name=b"])
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["runs"]["on"]["frames"] == result["runs"]["off"]["frames"] == 3
