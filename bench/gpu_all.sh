@@ -24,6 +24,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # 1. Osprey-7B shapes (random weights, bf16): one region per call vs batched, encoder backends.
 timeout 240 python3 bench/run_bench.py --preset osprey-7b --device cuda --dtype bfloat16 --decode static-compiled \
     --regions 1 8 16 --repeats 5 --out "$OUT" --name osprey7b-h200-bf16 || echo "run_bench failed: $?"
+# 1b. Hundreds of regions on Osprey-7B shapes (bf16): replicated vs shared prefix KV, 8 / 64 / 300 regions.
+timeout 240 python3 bench/shared_prefix_bench.py --preset osprey-7b --device cuda --dtype bfloat16 \
+    --regions 8 64 300 --out "$OUT" --name shared-prefix-h200-bf16 || echo "shared_prefix_bench failed: $?"
 # 2. SAM: ViT-H (what LISA and the released SAM use) and ViT-B in bf16, and the shipped tiny.
 timeout 240 python3 bench/sam_bench.py --presets vit_h vit_b tiny --device cuda --dtype bfloat16 --repeats 5 \
     --points-per-side 32 --out "$OUT" --name sam-h200-bf16 || echo "sam_bench failed: $?"

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="", help="file name stem (default: preset and device)")
-    parser.add_argument("--decode", default="dynamic", choices=("dynamic", "static", "static-compiled"))
+    parser.add_argument("--decode", default="shared", choices=("shared", "dynamic", "static", "static-compiled"))
     parser.add_argument("--encoder", default="torch", choices=BACKENDS, help="encoder used by both paths")
     parser.add_argument(
         "--baseline", default="released", choices=("released", "encode-once"),

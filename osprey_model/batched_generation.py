@@ -20,6 +20,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from .modeling_osprey import ImageFeatures, OspreyForCausalLM
+from .shared_prefix import PrefixKV, SuffixKV, forward_on_prefix
 
 
 @dataclass
@@ -77,13 +78,16 @@ def generate_regions(
     temperature: float = 0.0,
     prefix_cache: PrefixCache | None = None,
     decode: str = "dynamic",
+    max_regions_per_pass: int = 0,
 ) -> list[RegionTokens]:
     """New token ids (and their log-probabilities) for each region; ``ids`` is a one-region prompt (exactly
     one ``<mask><pos>``).
 
     ``decode``: ``dynamic`` shrinks the batch as regions finish (best on CPU); ``static`` keeps a
     fixed-shape KV cache so a decode step has static shapes; ``static-compiled`` also runs the step
-    through ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs on a GPU.
+    through ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs on a GPU; ``shared`` keeps the
+    prefix's KV once for all regions (``shared_prefix.py``: memory grows by the suffixes only), decoding at
+    most ``max_regions_per_pass`` regions at a time (0 = all) when even the suffixes must be bounded.
     """
     lm = model.language_model
     device = model.device
@@ -99,15 +103,22 @@ def generate_regions(
         lm.model(inputs_embeds=prefix_embeds[None], past_key_values=cache, use_cache=True)  # no logits needed
         if prefix_cache is not None:
             prefix_cache.put(features, tuple(prefix_ids.tolist()), cache)
-    cache = copy.deepcopy(cache)  # the stored prefix stays as it is for the next question
-    prefix_len = cache.get_seq_length()
-    cache.batch_repeat_interleave(count)
-
     suffix = torch.stack(
         [model.splice(suffix_ids, None, mask_tokens[i : i + 1], pos_tokens[i : i + 1])[0] for i in range(count)]
     )
+    prefix_len = cache.get_seq_length()
     length = prefix_len + suffix.shape[1]
     budget = min(max_new_tokens, model.config.max_position_embeddings - length)
+    if decode == "shared":  # the stored prefix is only read: no copy at all
+        chunk = max_regions_per_pass or count
+        prefix = PrefixKV.from_cache(cache)
+        return [
+            out
+            for start in range(0, count, chunk)
+            for out in _decode_shared(lm, prefix, suffix[start : start + chunk], budget, eos_token_id, temperature)
+        ]
+    cache = copy.deepcopy(cache)  # the stored prefix stays as it is for the next question
+    cache.batch_repeat_interleave(count)
     # No padding anywhere (every row has the same length), so no attention mask: plain causal attention.
     logits = lm(inputs_embeds=suffix, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     if decode != "dynamic":
@@ -130,6 +141,33 @@ def generate_regions(
             active, tokens = active[keep], tokens[keep]
         length += 1
         logits = lm(input_ids=tokens[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    return outputs
+
+
+def _decode_shared(
+    lm, prefix: PrefixKV, suffix_embeds: torch.Tensor, budget: int, eos_token_id: int, temperature: float
+) -> list[RegionTokens]:
+    """The dynamic path's decoding (finished regions leave the batch) on one shared prefix."""
+    suffix = SuffixKV()
+    logits = forward_on_prefix(lm, suffix_embeds, prefix.length, prefix, suffix)
+    position = prefix.length + suffix_embeds.shape[1]
+    outputs = [RegionTokens() for _ in range(len(suffix_embeds))]
+    active = torch.arange(len(suffix_embeds), device=suffix_embeds.device)
+    embed = lm.get_input_embeddings()
+    for step in range(budget):
+        tokens = _pick(logits, temperature)
+        for row, token, logprob in zip(active.tolist(), tokens.tolist(), _chosen_logprobs(logits, tokens), strict=True):
+            outputs[row].tokens.append(token)
+            outputs[row].logprobs.append(logprob)
+        keep = tokens != eos_token_id
+        if step == budget - 1 or not keep.any():
+            break
+        if not keep.all():
+            rows = keep.nonzero().flatten()
+            suffix.select(rows)
+            active, tokens = active[rows], tokens[rows]
+        logits = forward_on_prefix(lm, embed(tokens[:, None]), position, prefix, suffix)
+        position += 1
     return outputs
 
 

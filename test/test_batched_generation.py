@@ -70,12 +70,13 @@ def test_early_stopping_rows_leave_the_batch(tiny_predictor: OspreyPredictor) ->
 def test_static_cache_decoding_gives_the_same_tokens(tiny_predictor: OspreyPredictor, count: int) -> None:
     image, masks = _frame(7 + count, count)
     frame = tiny_predictor.encode(image)
-    dynamic = tiny_predictor.describe(frame, masks, prompt="detailed", max_new_tokens=7)
-    tiny_predictor.decode = "static"
+    before, tiny_predictor.decode = tiny_predictor.decode, "dynamic"
     try:
+        dynamic = tiny_predictor.describe(frame, masks, prompt="detailed", max_new_tokens=7)
+        tiny_predictor.decode = "static"
         static = tiny_predictor.describe(frame, masks, prompt="detailed", max_new_tokens=7)
     finally:
-        tiny_predictor.decode = "dynamic"
+        tiny_predictor.decode = before
     assert static == dynamic
 
 
@@ -116,3 +117,44 @@ def test_confidences_are_the_answer_tokens_probabilities_teacher_forced(tiny_pre
     for answer, out in zip(scored, outputs["dynamic"], strict=True):
         kept = [np.exp(lp) for t, lp in zip(out.tokens, out.logprobs, strict=True) if t != eos]
         assert 0.0 < answer.confidence <= 1.0 and answer.confidence == pytest.approx(np.mean(kept))
+
+
+@pytest.mark.parametrize("count", [1, 3, 8])
+@pytest.mark.parametrize("prompt", ["short", "detailed", "What colour is <region>?"])
+def test_shared_prefix_decoding_gives_the_same_tokens(tiny_predictor: OspreyPredictor, count: int, prompt: str) -> None:
+    """One prefix KV for all regions (no per-region copy), in one pass or in chunks: the same greedy tokens and
+    log-probabilities as the replicated cache."""
+    image, masks = _frame(20 + count, count)
+    frame = tiny_predictor.encode(image)
+    before, tiny_predictor.decode = tiny_predictor.decode, "dynamic"
+    try:
+        replicated = tiny_predictor.describe_scored(frame, masks, prompt=prompt, max_new_tokens=7)
+        tiny_predictor.decode = "shared"
+        shared = tiny_predictor.describe_scored(frame, masks, prompt=prompt, max_new_tokens=7)
+        tiny_predictor.max_regions_per_pass = 2
+        chunked = tiny_predictor.describe_scored(frame, masks, prompt=prompt, max_new_tokens=7)
+    finally:
+        tiny_predictor.decode, tiny_predictor.max_regions_per_pass = before, 0
+    assert [a.text for a in shared] == [a.text for a in chunked] == [a.text for a in replicated]
+    for a, b in zip(shared, replicated, strict=True):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+
+
+def test_shared_prefix_attention_equals_attention_over_the_concatenated_cache() -> None:
+    """Grouped heads, several query positions: the two-part softmax against plain causal attention."""
+    import torch
+
+    from osprey_model.shared_prefix import shared_prefix_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, prefix_len, suffix_len, q_len, dim = 3, 4, 2, 9, 5, 3, 8
+    query = torch.randn(batch, heads, q_len, dim)
+    prefix_k, prefix_v = torch.randn(1, kv_heads, prefix_len, dim), torch.randn(1, kv_heads, prefix_len, dim)
+    suffix_k, suffix_v = torch.randn(batch, kv_heads, suffix_len, dim), torch.randn(batch, kv_heads, suffix_len, dim)
+    out = shared_prefix_attention(query, prefix_k, prefix_v, suffix_k, suffix_v, dim**-0.5)
+    keys = torch.cat([prefix_k.expand(batch, -1, -1, -1), suffix_k], 2).repeat_interleave(heads // kv_heads, 1)
+    values = torch.cat([prefix_v.expand(batch, -1, -1, -1), suffix_v], 2).repeat_interleave(heads // kv_heads, 1)
+    total = prefix_len + suffix_len
+    allowed = torch.ones(q_len, total, dtype=torch.bool).tril(total - q_len)  # the last q positions, causal
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=allowed)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

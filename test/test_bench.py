@@ -58,3 +58,14 @@ def test_bag_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert result["runs"]["on"]["frames"] == result["runs"]["off"]["frames"] == 3
     assert result["runs"]["off"]["reused"] == 0
     assert result["machine"] in (tmp_path / "b.md").read_text()
+
+
+def test_shared_prefix_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    module = load_bench("shared_prefix_bench")
+    module.main(
+        ["--preset", "tiny", "--regions", "2", "5", "--max-new-tokens", "2", "--out", str(tmp_path), "--name=p"]
+    )
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert [r["regions"] for r in result["rows"]] == [2, 5] and all(r["same_answers"] for r in result["rows"])
+    assert result["prefix_tokens"] > 64  # the image's tokens and the prompt before <mask>
+    assert result["machine"] in (tmp_path / "p.md").read_text()
