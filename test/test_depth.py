@@ -165,3 +165,28 @@ def test_bad_depth_percentiles_are_refused(value: list[float]) -> None:
     with pytest.raises(ValueError, match="depth_percentiles"):
         check_value("depth_percentiles", value)
     check_value("depth_percentiles", [10.0, 90.0])
+
+
+def test_a_720p_frame_with_16_regions_gets_every_position() -> None:
+    """The real size: 1280x720 depth in millimetres, 16 cards at 16 depths, positions back where they are."""
+    camera = PinholeCamera(fx=900.0, fy=900.0, cx=639.5, cy=359.5, width=1280, height=720)
+    depth = np.full((720, 1280), 5000, np.uint16)
+    masks = []
+    for i in range(16):
+        mask = np.zeros((720, 1280), bool)
+        y, x = 40 + 160 * (i // 4), 60 + 300 * (i % 4)
+        mask[y : y + 120, x : x + 200] = True
+        depth[mask] = 1000 + 100 * i
+        masks.append(mask)
+    depth_input = DepthInput(keep=2, slop=0.05, percentiles=(5.0, 95.0), min_pixels=20)
+    depth_input.add_depth(7, numpy_to_image(depth, "16UC1"))
+    depth_input.add_camera_info(7, camera.to_camera_info(header(0)))
+    positions = depth_input.positions(7, masks)
+    assert positions is not None
+    for i, (mask, place) in enumerate(zip(masks, positions, strict=True)):
+        ys, xs = np.nonzero(mask)
+        z = 1.0 + 0.1 * i
+        assert place.valid_pixels == 120 * 200 and place.centroid is not None
+        assert place.centroid == pytest.approx(
+            ((np.median(xs) - camera.cx) * z / camera.fx, (np.median(ys) - camera.cy) * z / camera.fy, z), abs=1e-3
+        )
