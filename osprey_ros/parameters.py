@@ -144,7 +144,11 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         "Subscribe to sensor_msgs/Image on 'image' or CompressedImage on 'image/compressed'.",
         choices=("raw", "compressed"),
     ),
-    ParamSpec("publish_overlay", True, "Publish ~/overlay (masks coloured, labels drawn) for RViz and rqt."),
+    ParamSpec(
+        "publish_overlay",
+        True,
+        "Publish ~/overlay (masks coloured, labels drawn) for RViz and rqt; drawn only while something subscribes.",
+    ),
     ParamSpec(
         "encoder_backend",
         "torch",

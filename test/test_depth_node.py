@@ -225,3 +225,21 @@ def test_classes_that_do_not_match_the_masks_are_refused_and_the_node_keeps_serv
     node.wait_for_log(r"1 classes for 2 masks")
     described, _ = send(tester, numpy_to_image((depth_of(masks) * 1000).astype(np.uint16), "16UC1"))
     assert len(described.regions) == 2
+
+
+def test_the_overlay_is_drawn_only_while_someone_subscribes(rgbd) -> None:
+    _, tester = rgbd
+    _, masks = scene()
+    depth = numpy_to_image((depth_of(masks) * 1000).astype(np.uint16), "16UC1")
+    send(tester, depth)
+    tester.fresh_diagnostics()
+    drawn = int(tester.diagnostic("overlays_drawn"))
+    assert drawn > 0 and tester.overlays  # the tester watches ~/overlay: it is drawn
+    (watcher,) = [s for s in tester.node.subscriptions if s.topic_name.endswith("/overlay")]
+    tester.node.destroy_subscription(watcher)
+    overlay_topic = "/osprey_perception/overlay"
+    tester.spin_until(lambda: tester.node.count_subscribers(overlay_topic) == 0, 10, "the overlay reader to leave")
+    for _ in range(2):
+        send(tester, depth)
+    tester.fresh_diagnostics()
+    assert int(tester.diagnostic("overlays_drawn")) == drawn  # nobody watching: not drawn
