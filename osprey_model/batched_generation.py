@@ -126,49 +126,55 @@ def generate_regions(
             model, cache, logits, length, budget, eos_token_id, temperature, decode == "static-compiled"
         )
 
-    outputs = [RegionTokens() for _ in range(count)]
-    active = torch.arange(count, device=device)  # rows of the batch still generating
-    for step in range(budget):
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        return lm(input_ids=tokens[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    return _decode_rows(logits, budget, eos_token_id, temperature, step, cache.batch_select_indices)
+
+
+def _decode_rows(
+    logits: torch.Tensor,
+    budget: int,
+    eos_token_id: int,
+    temperature: float,
+    step: Callable[[torch.Tensor], torch.Tensor],
+    keep_rows: Callable[[torch.Tensor], None],
+) -> list[RegionTokens]:
+    """Decoding with per-row stopping: finished regions leave the batch (``keep_rows`` drops them from the
+    cache), so no more compute goes to them; ``step`` runs the live rows' new tokens."""
+    outputs = [RegionTokens() for _ in range(len(logits))]
+    active = torch.arange(len(logits), device=logits.device)  # rows of the batch still generating
+    for index in range(budget):
         tokens = _pick(logits, temperature)
         for row, token, logprob in zip(active.tolist(), tokens.tolist(), _chosen_logprobs(logits, tokens), strict=True):
             outputs[row].tokens.append(token)
             outputs[row].logprobs.append(logprob)
         keep = tokens != eos_token_id
-        if step == budget - 1 or not keep.any():
+        if index == budget - 1 or not keep.any():
             break
-        if not keep.all():  # finished regions leave the batch: no more compute for them
-            cache.batch_select_indices(keep.nonzero().flatten())
-            active, tokens = active[keep], tokens[keep]
-        length += 1
-        logits = lm(input_ids=tokens[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        if not keep.all():
+            rows = keep.nonzero().flatten()
+            keep_rows(rows)
+            active, tokens = active[rows], tokens[rows]
+        logits = step(tokens)
     return outputs
 
 
 def _decode_shared(
     lm, prefix: PrefixKV, suffix_embeds: torch.Tensor, budget: int, eos_token_id: int, temperature: float
 ) -> list[RegionTokens]:
-    """The dynamic path's decoding (finished regions leave the batch) on one shared prefix."""
+    """The dynamic path's decoding on one shared prefix."""
     suffix = SuffixKV()
     logits = forward_on_prefix(lm, suffix_embeds, prefix.length, prefix, suffix)
     position = prefix.length + suffix_embeds.shape[1]
-    outputs = [RegionTokens() for _ in range(len(suffix_embeds))]
-    active = torch.arange(len(suffix_embeds), device=suffix_embeds.device)
     embed = lm.get_input_embeddings()
-    for step in range(budget):
-        tokens = _pick(logits, temperature)
-        for row, token, logprob in zip(active.tolist(), tokens.tolist(), _chosen_logprobs(logits, tokens), strict=True):
-            outputs[row].tokens.append(token)
-            outputs[row].logprobs.append(logprob)
-        keep = tokens != eos_token_id
-        if step == budget - 1 or not keep.any():
-            break
-        if not keep.all():
-            rows = keep.nonzero().flatten()
-            suffix.select(rows)
-            active, tokens = active[rows], tokens[rows]
-        logits = forward_on_prefix(lm, embed(tokens[:, None]), position, prefix, suffix)
+
+    def step(tokens: torch.Tensor) -> torch.Tensor:
+        nonlocal position
         position += 1
-    return outputs
+        return forward_on_prefix(lm, embed(tokens[:, None]), position - 1, prefix, suffix)
+
+    return _decode_rows(logits, budget, eos_token_id, temperature, step, suffix.select)
 
 
 def _decode_step(lm, tokens: torch.Tensor, cache: StaticCache, position: torch.Tensor) -> torch.Tensor:
