@@ -14,6 +14,7 @@ return, as a stereo camera's) and ``camera_info`` (a pinhole, no distortion) car
 from __future__ import annotations
 
 import copy
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from osprey_interfaces.msg import RegionMasks
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -196,16 +198,24 @@ def record_bag(
 
 
 def main(args: list[str] | None = None) -> None:
-    """Ctrl-C ends it with exit code 0 and no traceback, whenever it comes (the signal may shut the context
-    down first)."""
+    """Ctrl-C ends it with exit code 0 and no traceback, whenever it comes: while rclpy starts (the signal
+    is held back until its handler is in place), while the node is built (the signal shuts the context down
+    under it: RCLError) or while it spins."""
     try:
         from .launcher import use_large_data_profile
 
         use_large_data_profile()  # camera-size images need the large shared-memory segment on the sending side
-        rclpy.init(args=args)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            rclpy.init(args=args)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         rclpy.spin(SyntheticCamera())
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if rclpy.ok():  # a real failure, not a Ctrl-C that shut the context down during start-up
+            raise
     finally:
         rclpy.try_shutdown()
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from ros_harness import domain_id, ros_env
 
 REGION = r"  region \d+: '.*' \(confidence [01]\.\d\d\) "
@@ -87,6 +88,19 @@ def test_ctrl_c_ends_the_demo_with_exit_code_0_and_no_traceback(tiny_dir: Path) 
     returncode, out, err = interrupt_after(command, "region 0", domain_id(25))
     assert returncode == 0 and "Traceback" not in err, err
     assert re.search(r"described \d+ frames", out), out
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.02, 0.03, 0.06])
+def test_ctrl_c_during_the_cameras_start_up_ends_it_cleanly(delay: float) -> None:
+    """Ctrl-C while rclpy starts or while the node is built (the context is shut down under it)."""
+    command = [
+        sys.executable,
+        "-u",
+        "-c",
+        "import osprey_ros.synthetic_camera as c; print('started', flush=True); c.main()",
+    ]
+    process_code, _, err = interrupt_after(command, "started", domain_id(28), settle=delay)
+    assert process_code == 0 and "Traceback" not in err, err
 
 
 def test_ctrl_c_ends_the_synthetic_camera_with_exit_code_0_and_no_traceback() -> None:
