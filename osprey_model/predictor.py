@@ -118,9 +118,7 @@ class OspreyPredictor:
         """
         if batched:
             return [answer.text for answer in self.describe_scored(image, masks, prompt, max_new_tokens, temperature)]
-        mask_tensor = masks_to_tensor(masks, _image_hw(image))
-        ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
-        frame = self.frame(image)
+        mask_tensor, ids, frame = self._region_request(image, masks, prompt, max_new_tokens)
         return [
             self._generate(frame, ids, mask_tensor[i : i + 1], max_new_tokens, temperature)
             for i in range(len(mask_tensor))
@@ -135,9 +133,7 @@ class OspreyPredictor:
         temperature: float = 0.0,
     ) -> list[RegionAnswer]:
         """``describe``'s batched path, each answer with its confidence (mean token probability)."""
-        mask_tensor = masks_to_tensor(masks, _image_hw(image))
-        ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
-        frame = self.frame(image)
+        mask_tensor, ids, frame = self._region_request(image, masks, prompt, max_new_tokens)
         with torch.inference_mode():
             mask_tokens, pos_tokens = self.model.encode_regions(frame.features, 0, mask_tensor)
             outputs = generate_regions(
@@ -158,6 +154,14 @@ class OspreyPredictor:
             RegionAnswer(self.tokenizer.decode(out.tokens, skip_special_tokens=True).strip(), out.confidence(eos))
             for out in outputs
         ]
+
+    def _region_request(
+        self, image: FrameInput, masks: MaskInput, prompt: str, max_new_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor, EncodedFrame]:
+        """Masks and prompt checked before the frame is encoded: a bad request costs no encoder run."""
+        mask_tensor = masks_to_tensor(masks, _image_hw(image))
+        ids = self._checked_ids(single_region_prompt(prompt), max_new_tokens)
+        return mask_tensor, ids, self.frame(image)
 
     def chat(
         self,
