@@ -47,7 +47,7 @@ def run(describer: RegionDescriber, config: TrackerConfig, args: argparse.Namesp
         image, masks, _, _ = scene.step()
         start = time.perf_counter()
         frame = FrameFeatures(image)
-        regions += len(describe_tracked(tracker, partial(describer.describe, frame), masks))
+        regions += len(describe_tracked(tracker, partial(describer.describe, frame), masks, image.shape[:2]))
         latencies.append(time.perf_counter() - start)
     total = sum(latencies)
     return {

@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint, default_sam_checkpoint
-from osprey_model.image_processing import check_region_mask
 
 from .depth_input import DepthInput
 from .description_messages import description_record, descriptions_msg, markers_msg
@@ -165,11 +164,10 @@ class BagDescriber:
                 if masks_msg.ids and len(masks_msg.ids) != len(masks_msg.masks):
                     raise ValueError(f"{len(masks_msg.ids)} ids for {len(masks_msg.masks)} masks")
                 masks = [mask_to_bool(m, i) for i, m in enumerate(masks_msg.masks)][: self.args.max_regions]
-                masks = [check_region_mask(i, m, rgb.shape[:2]) for i, m in enumerate(masks)]  # as the node
                 given_ids = list(masks_msg.ids)[: len(masks)] or None
                 classes = mask_classes(list(masks_msg.classes), len(masks_msg.masks), len(masks))
             describe = partial(self.describer.describe, frame)
-            regions = describe_tracked(self.tracker, describe, masks, given_ids, classes)
+            regions = describe_tracked(self.tracker, describe, masks, rgb.shape[:2], given_ids, classes)
             positions = None
             if self.use_depth and masks:
                 positions = self.depth.positions(stamp, masks)

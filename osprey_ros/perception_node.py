@@ -42,7 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint, default_sam_checkpoint, parse_dtype
-from osprey_model.image_processing import ImageLimits, check_region_mask
+from osprey_model.image_processing import ImageLimits
 from osprey_model.sam import AutomaticMaskConfig, SamSegmenter, get_sam_preset
 
 from .depth import RegionPosition
@@ -64,7 +64,7 @@ from .parameters import (
     read_settings,
 )
 from .reason_service import ReasonService
-from .region_describer import RegionDescriber, RegionResult
+from .region_describer import RegionDescriber
 from .region_finder import DescribedFrame, DescribedFrames
 from .region_reasoner import RegionReasoner
 from .region_segmenter import RegionSegmenter
@@ -508,7 +508,9 @@ class PerceptionNode(LifecycleNode):
                 given_ids = ids if len(masks_msg.ids) else None
                 classes = mask_classes(list(masks_msg.classes), len(masks_msg.masks), len(masks))
                 frame = self.frame_features(key, image_msg)
-            regions = self._describe_tracked(pipeline, frame, masks, given_ids, classes)
+            # Stable ids; only new or changed regions go to the model, the rest keep their text.
+            describe = partial(pipeline.describer.describe, frame)
+            regions = describe_tracked(pipeline.tracker, describe, masks, frame.rgb.shape[:2], given_ids, classes)
             if masks_msg is None:  # what SAM found, under the ids the descriptions use
                 self._publish_region_masks(image_msg, masks, [region.id for region in regions])
         except (ImageConversionError, ValueError) as exc:
@@ -532,23 +534,6 @@ class PerceptionNode(LifecycleNode):
             pipeline.stats.overlays_drawn += 1
             overlay = draw_overlay(frame.rgb, masks, regions)
             self.overlay_pub.publish(numpy_to_image(overlay, "rgb8", header=image_msg.header))
-
-    def _describe_tracked(
-        self,
-        pipeline: Pipeline,
-        frame: FrameFeatures,
-        masks: list[np.ndarray],
-        given_ids: list[int] | None,
-        classes: list[str] | None = None,
-    ) -> list[RegionResult]:
-        """Stable ids for the masks; only new or changed regions go to the model (one batch), the rest keep
-        their text."""
-        if not masks:
-            return []
-        height, width = frame.rgb.shape[:2]
-        masks = [check_region_mask(i, mask, (height, width)) for i, mask in enumerate(masks)]  # before reuse
-        describe = partial(pipeline.describer.describe, frame)
-        return describe_tracked(pipeline.tracker, describe, masks, given_ids, classes)
 
     def _positions(
         self, pipeline: Pipeline, stamp: int, masks: list[np.ndarray], where: str

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from osprey_model.image_processing import check_region_mask
+
 from .region_describer import RegionResult, mask_box
 
 
@@ -173,11 +175,14 @@ def describe_tracked(
     tracker: RegionTracker,
     describe: Describe,
     masks: list[np.ndarray],
+    image_hw: tuple[int, int],
     given_ids: list[int] | None = None,
     classes: list[str] | None = None,
 ) -> list[RegionResult]:
     """One frame: stable ids for ``masks``; only new or changed regions go to ``describe`` (one batch), the
-    rest keep their text. Masks must be valid (same size, not empty): check them first."""
+    rest keep their text. Every mask is checked against the image first (size, binary, not empty): a
+    reused region never reaches the model, whose own check would have caught it."""
+    masks = [check_region_mask(index, mask, image_hw) for index, mask in enumerate(masks)]
     if not masks:
         return []
     assignments = tracker.assign(masks, given_ids, classes)

@@ -9,6 +9,8 @@ from osprey_ros.region_describer import RegionResult, mask_box
 from osprey_ros.region_tracker import RegionTracker, TrackerConfig, describe_tracked, mask_classes, mask_iou
 from osprey_ros.synthetic_camera import ShapesScene
 
+HW = (100, 160)  # the test frames' size
+
 
 def square(x: int, y: int, size: int = 20, shape: tuple[int, int] = (100, 160)) -> np.ndarray:
     mask = np.zeros(shape, bool)
@@ -26,7 +28,7 @@ def run_frame(tracker: RegionTracker, masks: list[np.ndarray], given: list[int] 
             for m, i in zip(todo, ids, strict=True)
         ]
 
-    return describe_tracked(tracker, describe, masks, given)
+    return describe_tracked(tracker, describe, masks, masks[0].shape, given)
 
 
 def test_box_limited_iou_equals_the_full_one() -> None:
@@ -123,12 +125,12 @@ def test_a_region_hidden_for_a_few_frames_comes_back_under_its_id() -> None:
 
 def test_classes_from_the_mask_source_keep_ids_apart() -> None:
     tracker = RegionTracker()
-    first = describe_tracked(tracker, run_frame_describe, [square(10, 10)], classes=["cup"])
-    same = describe_tracked(tracker, run_frame_describe, [square(11, 10)], classes=["cup"])
-    other = describe_tracked(tracker, run_frame_describe, [square(11, 10)], classes=["bowl"])
+    first = describe_tracked(tracker, run_frame_describe, [square(10, 10)], HW, classes=["cup"])
+    same = describe_tracked(tracker, run_frame_describe, [square(11, 10)], HW, classes=["cup"])
+    other = describe_tracked(tracker, run_frame_describe, [square(11, 10)], HW, classes=["bowl"])
     assert same[0].id == first[0].id and same[0].reused
     assert other[0].id != first[0].id and not other[0].reused  # same place, another class: another object
-    unknown = describe_tracked(tracker, run_frame_describe, [square(11, 10)])  # no classes: IoU alone
+    unknown = describe_tracked(tracker, run_frame_describe, [square(11, 10)], HW)  # no classes: IoU alone
     assert unknown[0].id == other[0].id
 
 
