@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean eval-tables
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 test: lint
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(PY) -m pytest
+
+# every evaluation protocol on the shapes world → training/evaluation/results/
+eval-tables: $(STAMP)
+	$(PY) -m training.evaluation.shapes_tables
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

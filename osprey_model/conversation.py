@@ -109,6 +109,14 @@ def single_region_prompt(question: str) -> str:
     return conversation.prompt()
 
 
+def image_question_prompt(question: str) -> str:
+    """A question about the whole picture, no region: the released POPE evaluation's "<image>\n" + question."""
+    conversation = Conversation()
+    conversation.append(ROLES[0], f"{IMAGE_TOKEN}\n{question.strip()}")
+    conversation.append(ROLES[1], None)
+    return conversation.prompt()
+
+
 def multi_region_prompt(region_count: int, turns: list[tuple[str, str | None]]) -> str:
     """A chat about ``region_count`` regions: the prefix lists them, questions refer to ``<regionN>``.
 

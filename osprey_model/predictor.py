@@ -14,7 +14,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from .batched_generation import PrefixCache, generate_regions
-from .conversation import multi_region_prompt, single_region_prompt
+from .conversation import image_question_prompt, multi_region_prompt, single_region_prompt
 from .encoders import EncoderBackend, TorchEncoder, create_encoder
 from .frame_features import FrameFeatures
 from .image_processing import ImageInput, ImageLimits, OspreyImageProcessor, masks_to_tensor, to_rgb_array
@@ -176,6 +176,15 @@ class OspreyPredictor:
         ids = self._checked_ids(multi_region_prompt(len(mask_tensor), turns), max_new_tokens)
         frame = self.frame(image)
         return self._generate(frame, ids, mask_tensor, max_new_tokens, temperature)
+
+    def ask(self, image: FrameInput, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+        """A question about the whole image, no region ("<image>\n" + question), as POPE asks Osprey-Chat."""
+        if not question.strip():
+            raise ValueError("empty question")
+        ids = self._checked_ids(image_question_prompt(question), max_new_tokens)
+        frame = self.frame(image)
+        height, width = frame.image_hw
+        return self._generate(frame, ids, torch.zeros(0, height, width), max_new_tokens, temperature)
 
     def _checked_ids(self, prompt: str, max_new_tokens: int) -> torch.Tensor:
         if max_new_tokens < 1:

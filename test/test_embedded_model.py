@@ -10,7 +10,7 @@ import pytest
 from osprey_model import OspreyPredictor
 from osprey_model.embedded import EMBEDDED_CHECKPOINT, default_checkpoint
 from osprey_model.shapes import CATEGORIES, COLOURS
-from training.evaluate import first_word
+from training.evaluation.mask_vs_box import first_word
 from training.shapes_world import scene
 
 

@@ -6,7 +6,9 @@ import csv
 import json
 from pathlib import Path
 
-from .evaluate import RegionScores, markdown_table
+import numpy as np
+
+from .evaluation.mask_vs_box import RegionScores, markdown_table
 from .stages import STAGES
 from .vision_pretrain import VisionPretrainConfig
 
@@ -22,19 +24,112 @@ def _final_losses(work: Path) -> dict[int, tuple[int, float]]:
     return out
 
 
-def write_model_card(checkpoint: Path) -> Path:
-    results = json.loads((checkpoint / "eval_results.json").read_text())
+def _stage_rows(results: dict) -> str:
     args = results["args"]
-    scores = {k: RegionScores(**v) for k, v in results["scores"].items()}
     losses = _final_losses(Path(args["work"]))
-    config = json.loads((checkpoint / "config.json").read_text())
-    extractor = config["osprey_mask_extractor"]
-    sizes = {p.name: p.stat().st_size for p in checkpoint.iterdir() if p.is_file()}
-    stage_rows = "\n".join(
+    return "\n".join(
         f"| {n} {s.name} | {', '.join(s.trains)} | {args['steps'][n - 1]} | {args['lr'][n - 1]:g} | "
         f"{results['stage_seconds'][str(n)] / 60:.1f} min | {losses.get(n, (0, float('nan')))[1]:.3f} |"
         for n, s in STAGES.items()
     )
+
+
+def prompt_kind_table(trained: dict[str, dict[str, RegionScores]]) -> str:
+    """Models (by the prompt kind they were trained with) × the prompt kind they are asked with."""
+    rows = [
+        "| trained with | asked with | regions | category acc. | colour acc. | SS | S-IoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, scores in trained.items():
+        for asked in (kind, *(k for k in scores if k != kind)):  # its own prompt kind first
+            s = scores[asked]
+            rows.append(
+                f"| {kind} | {asked} | {s.regions} | {s.category_accuracy:.3f} | {s.colour_accuracy:.3f} | "
+                f"{s.semantic_similarity:.3f} | {s.semantic_iou:.3f} |"
+            )
+    return "\n".join(rows)
+
+
+def _box_verdict(mask: RegionScores, box: RegionScores) -> str:
+    """What the two own-prompt rows say, with the noise of a difference of two accuracies beside it."""
+
+    def standard_error(a: float, b: float) -> float:
+        return 100 * float(np.sqrt(a * (1 - a) / mask.regions + b * (1 - b) / box.regions))
+
+    category = 100 * (mask.category_accuracy - box.category_accuracy)
+    colour = 100 * (mask.colour_accuracy - box.colour_accuracy)
+    return (
+        f"Each model asked with the prompt kind it was trained with, masks beat boxes by {colour:+.1f} points of "
+        f"colour accuracy (± {standard_error(mask.colour_accuracy, box.colour_accuracy):.1f}, one standard error "
+        f"of the difference), {category:+.1f} of category accuracy "
+        f"(± {standard_error(mask.category_accuracy, box.category_accuracy):.1f}), "
+        f"{100 * (mask.semantic_similarity - box.semantic_similarity):+.1f} of SS and "
+        f"{100 * (mask.semantic_iou - box.semantic_iou):+.1f} of S-IoU. Training on boxes recovers much of what "
+        "the mask-trained model loses when handed boxes (the crossed rows), but not all: a box on piled-up "
+        "shapes holds parts of its neighbours, and nothing in it says which of them is meant."
+    )
+
+
+def write_box_baseline_card(checkpoint: Path, results: dict) -> Path:
+    """The card of the box-trained twin (``train_tiny --box-prompts --init-from``)."""
+    args = results["args"]
+    reference = results["reference"]
+    trained = {
+        "mask": {k: RegionScores(**v) for k, v in reference["scores"].items()},
+        "box": {k: RegionScores(**v) for k, v in results["scores"].items()},
+    }
+    own_mask, own_box = trained["mask"]["mask"], trained["box"]["box"]
+    config = json.loads((checkpoint / "config.json").read_text())
+    text = f"""# tiny-shapes-box: the box-prompt baseline of tiny-shapes
+
+The paper's comparison done as the paper did it: the same tiny Osprey, trained on the same data with the
+same stages, steps and learning rates as `{reference["checkpoint"]}`, but with every region given as its
+**filled bounding box** instead of its mask, in training and in use. It shares that model's tokenizer and
+its frozen vision tower (`config.json` points at `{config["mm_vision_tower"]}`), so the prompt kind is the
+only difference. It is a baseline for evaluation, not a model to run: the node uses masks.
+
+## Reproduce
+
+```bash
+{results["command"]}
+```
+
+{results["total_seconds"] / 60:.1f} minutes on {results.get("machine", "the project CPU machine")}, torch
+{results["torch"]} (data generation, three stages, evaluation of both models; no stage 0, the tower is shared).
+
+## Stages
+
+| stage | trains | steps | lr | time | final loss (mean of last 20 steps) |
+|---|---|---|---|---|---|
+{_stage_rows(results)}
+
+Batch {args["batch_size"]}; regions in stages 2 and 3 are the filled boxes of the masks
+(`RegionDataset(box_prompts=True)`).
+
+## Held-out evaluation: each model with its own prompt kind, and crossed
+
+{args["eval_images"]} held-out images with heavy overlap (overlap 0.85), every region asked with the short
+prompt; the same scenes and regions for both models.
+
+{prompt_kind_table(trained)}
+
+{_box_verdict(own_mask, own_box)}
+"""
+    path = checkpoint / "README.md"
+    path.write_text(text)
+    return path
+
+
+def write_model_card(checkpoint: Path) -> Path:
+    results = json.loads((checkpoint / "eval_results.json").read_text())
+    if results.get("trained_with") == "box":
+        return write_box_baseline_card(checkpoint, results)
+    args = results["args"]
+    scores = {k: RegionScores(**v) for k, v in results["scores"].items()}
+    config = json.loads((checkpoint / "config.json").read_text())
+    extractor = config["osprey_mask_extractor"]
+    sizes = {p.name: p.stat().st_size for p in checkpoint.iterdir() if p.is_file()}
+    stage_rows = _stage_rows(results)
     mask, box = scores["mask"], scores["box"]
     vision = results.get("vision_pretrain", {"steps": 0})
     if vision["steps"]:

@@ -7,6 +7,13 @@ frozen, as the recipe demands. Then it evaluates masks against boxes on held-out
 scenes and writes the checkpoint with its model card.
 
     python -m training.train_tiny --out osprey_model/checkpoints/tiny-shapes
+
+The paper's box baseline is a second model trained the same way with every region given as its filled
+bounding box; it shares the first model's tokenizer and frozen tower, so the prompt kind is the only
+difference (stage 0 and the tokenizer are not Osprey stages):
+
+    python -m training.train_tiny --out osprey_model/checkpoints/tiny-shapes-box --box-prompts \
+        --init-from osprey_model/checkpoints/tiny-shapes
 """
 
 from __future__ import annotations
@@ -28,13 +35,13 @@ from osprey_model import OspreyForCausalLM, OspreyPredictor, get_preset
 from osprey_model.conversation import PROMPTS, SHORT_ANSWER_SUFFIX, SYSTEM, single_region_prompt
 from osprey_model.shapes import CATEGORIES
 from osprey_model.tiny import save_open_clip_file
-from osprey_model.tokenization import add_region_tokens
+from osprey_model.tokenization import add_region_tokens, load_tokenizer
 
 from . import shapes_world
 from .data.dataset import RegionDataset
 from .data.records import REGION_TEXT_QUESTIONS, load_caption_records, load_osprey_records, load_region_text_records
 from .data.robustness import NegativeMiner, minilm_embedder
-from .evaluate import evaluate, markdown_table
+from .evaluation.mask_vs_box import evaluate, markdown_table
 from .model_card import write_model_card
 from .tokenizer import train_tokenizer
 from .trainer import TrainConfig, Trainer
@@ -70,7 +77,12 @@ def tiny_config(vocab_size: int):
 
 def run_stage(model, tokenizer, records, stage: int, out: Path, args, steps: int, lr: float) -> Path:
     dataset = RegionDataset(
-        records, tokenizer, model.config.vision.image_size, image_tokens(model), model.config.max_length
+        records,
+        tokenizer,
+        model.config.vision.image_size,
+        image_tokens(model),
+        model.config.max_length,
+        box_prompts=args.box_prompts,
     )
     shutil.rmtree(out / f"stage{stage}", ignore_errors=True)  # a fresh recipe run, not a resume
     config = TrainConfig(
@@ -83,6 +95,30 @@ def run_stage(model, tokenizer, records, stage: int, out: Path, args, steps: int
     logger.info("stage %d: %d steps in %.0f s", stage, steps, time.monotonic() - start)
     shutil.copy(out / SHIPPED_CLIP_FILE, path / SHIPPED_CLIP_FILE)
     return path
+
+
+SHIPPED_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def export_checkpoint(stage_dir: Path, out: Path, shared_tower_from: Path | None) -> None:
+    """The files a user needs. A model trained on another checkpoint's tower points at that file instead of
+    shipping a second copy of it."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        shutil.copy(stage_dir / name, out / name)
+    if shared_tower_from is None:
+        shutil.copy(stage_dir / SHIPPED_CLIP_FILE, out / SHIPPED_CLIP_FILE)
+        return
+    (out / SHIPPED_CLIP_FILE).unlink(missing_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config["mm_vision_tower"] = os.path.relpath(shared_tower_from.resolve() / SHIPPED_CLIP_FILE, out.resolve())
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def image_tokens(model: OspreyForCausalLM) -> int:
@@ -102,6 +138,15 @@ def main(argv: list[str] | None = None) -> None:
         "--vision-steps", type=int, default=2000, help="stage 0 (vision pretraining) steps; 0 keeps a random tower"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--box-prompts", action="store_true", help="train with every region given as its filled bounding box"
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="take the tokenizer and the frozen vision tower from this checkpoint (no stage 0), and report it "
+        "beside the new model on the same held-out scenes",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.manual_seed(args.seed)
@@ -113,18 +158,26 @@ def main(argv: list[str] | None = None) -> None:
     train_dir, eval_dir = args.work / "data-train", args.work / "data-eval"
     files = shapes_world.generate(train_dir, args.train_images, seed=args.seed, overlap=0.5, miner=miner)
     held_out = shapes_world.generate(eval_dir, args.eval_images, seed=args.seed + 10_000, overlap=0.85)
-    tokenizer = train_tokenizer(corpus(files), vocab_size=512)
+    tokenizer = load_tokenizer(args.init_from) if args.init_from else train_tokenizer(corpus(files), vocab_size=512)
 
     model = OspreyForCausalLM(tiny_config(len(tokenizer) - 2))  # <mask>/<pos> are not in the table
     model.set_region_token_ids(*add_region_tokens(tokenizer))
     args.work.mkdir(parents=True, exist_ok=True)
-    vision = {"steps": 0, "seconds": 0.0}
-    if args.vision_steps:
-        vision = pretrain_vision_tower(
-            model.vision_tower, model.config.vision.image_size, VisionPretrainConfig(args.vision_steps, seed=args.seed)
-        )
-    model.vision_tower.half()
-    save_open_clip_file(model, args.work / SHIPPED_CLIP_FILE)  # the tower stages 1-3 freeze; fp16 keeps it small
+    vision: dict[str, float | str] = {"steps": 0, "seconds": 0.0}
+    if args.init_from:
+        reference = json.loads((args.init_from / "eval_results.json").read_text())
+        vision = {**reference.get("vision_pretrain", vision), "from": str(args.init_from)}
+        shutil.copy(args.init_from / SHIPPED_CLIP_FILE, args.work / SHIPPED_CLIP_FILE)
+    else:
+        if args.vision_steps:
+            vision = pretrain_vision_tower(
+                model.vision_tower,
+                model.config.vision.image_size,
+                VisionPretrainConfig(args.vision_steps, seed=args.seed),
+            )
+        model.vision_tower.half()
+        save_open_clip_file(model, args.work / SHIPPED_CLIP_FILE)  # the tower stages 1-3 freeze; fp16: small
+    model.vision_tower.load_open_clip_file(args.work / SHIPPED_CLIP_FILE)
     model.vision_tower.float()
 
     images = train_dir / "images"
@@ -144,24 +197,22 @@ def main(argv: list[str] | None = None) -> None:
         model = OspreyForCausalLM.from_pretrained(path)  # each stage starts from the previous one's checkpoint
         model.set_region_token_ids(*add_region_tokens(tokenizer))
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    for item in path.iterdir():
-        if item.name in (
-            "config.json",
-            "model.safetensors",
-            SHIPPED_CLIP_FILE,
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-        ):
-            shutil.copy(item, args.out / item.name)
+    export_checkpoint(path, args.out, args.init_from)
     predictor = OspreyPredictor.from_pretrained(args.out)
     scores = evaluate(predictor, held_out["short_form"], eval_dir / "images", embed)
-    table = markdown_table(scores)
-    print(table)
+    print(markdown_table(scores))
+    reference_scores = None
+    if args.init_from:
+        reference = OspreyPredictor.from_pretrained(args.init_from)
+        reference_scores = evaluate(reference, held_out["short_form"], eval_dir / "images", embed)
+        print(f"{args.init_from}:\n{markdown_table(reference_scores)}")
     total = time.monotonic() - started
     results = {
         "scores": {k: asdict(v) for k, v in scores.items()},
+        "trained_with": "box" if args.box_prompts else "mask",
+        "reference": None
+        if reference_scores is None
+        else {"checkpoint": str(args.init_from), "scores": {k: asdict(v) for k, v in reference_scores.items()}},
         "stage_seconds": timings,
         "vision_pretrain": vision,
         "total_seconds": total,

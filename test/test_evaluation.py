@@ -1,0 +1,258 @@
+"""The papers' evaluation protocols: their metrics on hand-made cases, and each protocol end to end on the
+shipped tiny model over the shapes world written in the benchmark's own format."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from osprey_model import OspreyPredictor
+from osprey_model.embedded import default_checkpoint
+from osprey_model.text_embedding import minilm_embedder
+from training import evaluate
+from training.evaluation import ferret_bench, pope, shapes_tables
+from training.evaluation.class_matching import ClassMatcher, ClassName, read_class_file
+from training.evaluation.common import Generation, ResultWriter
+from training.evaluation.mask_vs_box import evaluate as evaluate_mask_vs_box
+from training.evaluation.open_vocab import _Accumulator
+from training.evaluation.panoptic_data import find_panoptic_set, id_to_rgb, rgb_to_id
+from training.evaluation.referring_classification import clean_answer, clean_label
+from training.evaluation.shapes_datasets import write_ferret_bench, write_panoptic
+from training.shapes_world import generate
+
+BOX_CHECKPOINT = Path(__file__).resolve().parents[1] / "osprey_model" / "checkpoints" / "tiny-shapes-box"
+
+
+@pytest.fixture(scope="module")
+def predictor() -> OspreyPredictor:
+    return OspreyPredictor.from_pretrained(default_checkpoint())
+
+
+@pytest.fixture(scope="module")
+def embed():
+    return minilm_embedder()
+
+
+def test_pope_metrics_by_hand() -> None:
+    predicted = [True, True, False, False, True]
+    labels = [True, False, False, True, True]  # TP 2, FP 1, TN 1, FN 1
+    s = pope.pope_scores(predicted, labels)
+    assert (s.accuracy, s.precision, s.recall, s.yes_ratio) == pytest.approx((3 / 5, 2 / 3, 2 / 3, 3 / 5))
+    assert s.f1 == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        pope.pope_scores([], [])
+
+
+@pytest.mark.parametrize(
+    ("answer", "yes"),
+    [("yes, there is.", True), ("no", False), ("there is not a dog.", False), ("a red star. no doubt", True),
+     ("no, there is none", False), ("nothing", True)],
+)  # fmt: skip
+def test_pope_reads_answers_as_the_released_parser(answer: str, yes: bool) -> None:
+    assert pope.says_yes(answer) is yes
+
+
+def test_pope_skips_a_broken_line(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "coco_pope_random.json"
+    path.write_text('{"image": "a.png", "text": "Is there a dog?", "label": "yes"}\n{broken\n')
+    assert len(pope.read_questions(path)) == 1
+    assert "skipped" in caplog.text
+
+
+def test_released_cleaning() -> None:
+    assert clean_label("dog:leg") == "dog leg" and clean_label("traffic_light") == "traffic light"
+    assert clean_answer("Category: red star.") == " red star "
+    assert clean_answer("a cup, mostly") == "a cup  mostly"
+
+
+def test_answers_map_to_classes_through_synonyms(embed) -> None:
+    classes = [ClassName(1, ("diamond", "rhombus"), True), ClassName(2, ("circle", "disc"), True),
+               ClassName(3, ("wall", "background"), False)]  # fmt: skip
+    matcher = ClassMatcher(classes, embed)
+    p = matcher.probabilities(["a blue rhombus", "red disc", "the wall"])
+    assert p.argmax(axis=1).tolist() == [0, 1, 2]
+    assert np.allclose(p.sum(axis=1), 1)
+
+
+def test_class_file_in_the_released_format(tmp_path: Path) -> None:
+    path = tmp_path / "ade20k_150_with_prompt_eng.txt"
+    path.write_text("0:invalid_class_id\n1:wall\n2:building,edifice\n")
+    assert read_class_file(path) == [("wall",), ("building", "edifice")]
+
+
+def test_panoptic_ids_round_trip() -> None:
+    ids = np.array([[0, 1, 255], [256, 65535, 16777215]])
+    assert (rgb_to_id(id_to_rgb(ids)) == ids).all()
+
+
+def test_open_vocab_scores_are_perfect_for_perfect_names_and_count_misses(tmp_path: Path) -> None:
+    """Every segment named right: PQ, AP, mIoU 1. One thing named as another: each drops."""
+    write_panoptic(tmp_path / "ade", 3, seed=1, layout="ade20k")
+    dataset = find_panoptic_set(tmp_path / "ade")
+    index = {c.id: k for k, c in enumerate(dataset.classes)}
+
+    def run(out: Path, wrong: int) -> tuple[dict, float, float]:
+        results = _Accumulator(dataset, out)
+        mistakes = wrong
+        for item in dataset:
+            # softmax-like rows, as the matcher gives: every (segment, class) pair is a candidate detection
+            probabilities = np.full((len(item.segments), len(dataset.classes)), 0.1 / (len(dataset.classes) - 1))
+            for row, segment in enumerate(item.segments):
+                k = index[segment["category_id"]]
+                if mistakes and dataset.classes[k].isthing:
+                    probabilities[row, k] = 0.0  # its true class ranks below every other candidate
+                    k, mistakes = (k + 1) % (len(dataset.classes) - 1), mistakes - 1
+                probabilities[row, k] = 0.9
+            results.add(item, item.segments, probabilities)
+        categories = [{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in dataset.classes]
+        pq = results.pq(out, dataset.png_dir, categories)
+        return pq, results.ap([c for c in categories if c["isthing"]]), results.miou()
+
+    pq, ap, miou = run(tmp_path / "perfect", wrong=0)
+    assert pq["All"]["pq"] == pytest.approx(1.0) and ap == pytest.approx(1.0) and miou == pytest.approx(1.0)
+    pq, ap, miou = run(tmp_path / "one-wrong", wrong=1)
+    assert pq["All"]["pq"] < 1 and ap < 1 and miou < 1
+
+
+def test_at_most_300_regions_of_one_image_are_asked(tmp_path: Path, predictor: OspreyPredictor) -> None:
+    """An image with 320 ground-truth segments: 300 answers, the rest counted as unasked in mIoU."""
+    root = tmp_path / "ade"
+    (root / "images" / "validation").mkdir(parents=True)
+    (root / "ade20k_panoptic_val").mkdir()
+    ids = np.zeros((160, 320), np.int64)
+    segments = []
+    for k in range(320):
+        row, col = divmod(k, 40)
+        ids[row * 20 : row * 20 + 20, col * 8 : col * 8 + 8] = k + 1
+        segments.append({"id": k + 1, "category_id": 1 + k % 2, "iscrowd": 0})
+    Image.fromarray(id_to_rgb(ids)).save(root / "ade20k_panoptic_val" / "many.png")
+    Image.fromarray(np.full((160, 320, 3), 200, np.uint8)).save(root / "images" / "validation" / "many.jpg")
+    categories = [{"id": 1, "name": "square", "isthing": 1}, {"id": 2, "name": "wall", "isthing": 0}]
+    (root / "ade20k_panoptic_val.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "many.jpg", "height": 160, "width": 320}],
+        "annotations": [{"image_id": 1, "file_name": "many.png", "segments_info": segments}],
+        "categories": categories,
+    }))  # fmt: skip
+    out = tmp_path / "out"
+    scores = evaluate.run(
+        ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(root),
+         "--out", str(out), "--max-new-tokens", "2"],
+        predictor=predictor,
+    )  # fmt: skip
+    assert scores["regions"] == 300
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 300
+
+
+class _Judge(BaseHTTPRequestHandler):
+    replies: ClassVar[list[str]] = ["7 5\nboth fine", "no scores here"]
+    requests: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Judge.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+        reply = _Judge.replies[(len(_Judge.requests) - 1) % len(_Judge.replies)]
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_ferret_bench_with_an_openai_compatible_judge(tmp_path: Path, predictor: OspreyPredictor, caplog) -> None:
+    references = ferret_bench.read_references(write_ferret_bench(tmp_path / "ferret", 4, seed=3))
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = ferret_bench.Judge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", api_key="secret")
+        writer = ResultWriter(tmp_path / "out")
+        scores = ferret_bench.evaluate_ferret_bench(
+            predictor, tmp_path / "ferret", tmp_path / "ferret" / "images", writer, Generation(16), judge, references
+        )
+        writer.close()
+    finally:
+        server.shutdown()
+    assert scores.questions == 4 and scores.judged == 2  # every second reply has no scores: logged, not counted
+    assert "no two scores" in caplog.text
+    assert all(v == pytest.approx(100 * 5 / 7) for v in scores.by_category.values())
+    first = _Judge.requests[0]
+    assert first["auth"] == "Bearer secret" and first["body"]["model"] == "judge-model"
+    answers = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert answers[0]["answer"] in first["body"]["messages"][1]["content"]
+    with pytest.raises(ValueError, match="references"):
+        ferret_bench.evaluate_ferret_bench(predictor, tmp_path / "ferret", tmp_path, writer, Generation(4), judge)
+
+
+def test_a_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="does not exist"):
+        evaluate.run(["--protocol", "pope", "--model", "m", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="Cityscapes or ADE20K"):
+        find_panoptic_set(tmp_path)
+
+
+def test_every_protocol_end_to_end_on_the_shipped_model(tmp_path: Path) -> None:
+    """The command that regenerates training/evaluation/results, at 3 images per dataset: every run writes
+    its table, its scores and one answer line per item, and the scores follow from the answers."""
+    out = tmp_path / "results"
+    shapes_tables.main(["--out", str(out), "--work", str(tmp_path / "work"), "--images", "3"])
+    names = set(shapes_tables.runs(tmp_path / "work"))
+    assert {p.name for p in out.iterdir() if p.is_dir()} == names
+    readme = (out / "README.md").read_text()
+    for name in names:
+        table = (out / name / "table.md").read_text()
+        assert table.startswith("| ") and table.strip() in readme
+        scores = json.loads((out / name / "scores.json").read_text())["scores"]
+        answers = [json.loads(line) for line in (out / name / "answers.jsonl").read_text().splitlines()]
+        if name == "pope":
+            for split, s in scores.items():
+                rows = [a for a in answers if a["split"] == split]
+                assert s["questions"] == len(rows) == 18  # 3 present + 3 absent objects × 3 images
+                assert s["accuracy"] == pytest.approx(np.mean([a["correct"] for a in rows]))
+        elif name.startswith("open-vocab"):
+            assert scores["regions"] == len(answers) > 0
+            assert scores["region_accuracy"] == pytest.approx(np.mean([a["correct"] for a in answers]))
+            assert 0 <= scores["pq"] <= 1 and 0 <= scores["ap"] <= 1 and 0 <= scores["miou"] <= 1
+        elif name.startswith("referring-classification"):
+            assert scores["objects"] == len(answers) > 0
+            assert scores["semantic_iou"] == pytest.approx(np.mean([a["semantic_iou"] for a in answers]))
+            assert -1 <= scores["semantic_similarity"] <= 1
+        elif name == "region-captioning-refcocog":
+            assert scores["regions"] == len(answers) > 0
+            assert scores["meteor"] > 0 and scores["cider"] > 0
+        elif name == "ferret-bench":
+            assert scores["questions"] == len(answers) == 3 and scores["judged"] == 0
+            assert all(a["answer"] for a in answers)
+
+
+def test_the_box_trained_twin_loads_and_masks_still_win(tmp_path: Path, embed) -> None:
+    """The shipped box baseline shares the mask model's tower by a relative path; on held-out heavy overlap,
+    each model asked with its own prompt kind, masks name colours better (the card's +8.5 points)."""
+    config = json.loads((BOX_CHECKPOINT / "config.json").read_text())
+    assert config["mm_vision_tower"] == "../tiny-shapes/open_clip_model.safetensors"
+    assert not (BOX_CHECKPOINT / "open_clip_model.safetensors").exists()
+    assert "trained with" in (BOX_CHECKPOINT / "README.md").read_text()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        files = generate(Path(work), 40, seed=77_000, overlap=0.85)
+        images = Path(work) / "images"
+        mask_model = evaluate_mask_vs_box(
+            OspreyPredictor.from_pretrained(default_checkpoint()), files["short_form"], images, embed
+        )
+        box_model = evaluate_mask_vs_box(
+            OspreyPredictor.from_pretrained(BOX_CHECKPOINT), files["short_form"], images, embed
+        )
+    print(f"colour: mask-trained with masks {mask_model['mask'].colour_accuracy:.3f}, "
+          f"box-trained with boxes {box_model['box'].colour_accuracy:.3f}")  # fmt: skip
+    assert mask_model["mask"].colour_accuracy > box_model["box"].colour_accuracy
+    assert box_model["box"].colour_accuracy > mask_model["box"].colour_accuracy  # training on boxes helps boxes
