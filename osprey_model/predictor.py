@@ -203,7 +203,11 @@ class OspreyPredictor:
     def _generate(
         self, frame: EncodedFrame, ids: torch.Tensor, masks: torch.Tensor, max_new_tokens: int, temperature: float
     ) -> str:
-        mask_tokens, pos_tokens = self.model.encode_regions(frame.features, 0, masks)
+        if len(masks):
+            mask_tokens, pos_tokens = self.model.encode_regions(frame.features, 0, masks)
+        else:  # a question about the whole image
+            width = self.model.config.hidden_size
+            mask_tokens = pos_tokens = frame.features.image_tokens.new_zeros(0, width)
         embeds, _ = self.model.splice(
             ids.to(self.model.device), frame.features.image_tokens[0], mask_tokens, pos_tokens
         )

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from osprey_model import OspreyPredictor
+from osprey_model.conversation import SYSTEM, image_question_prompt
 from osprey_model.embedded import default_checkpoint
 from osprey_model.text_embedding import minilm_embedder
 from training import evaluate
@@ -25,6 +26,7 @@ from training.evaluation.open_vocab import _Accumulator
 from training.evaluation.panoptic_data import find_panoptic_set, id_to_rgb, rgb_to_id
 from training.evaluation.referring_classification import clean_answer, clean_label
 from training.evaluation.shapes_datasets import write_ferret_bench, write_panoptic
+from training.metrics import semantic_iou
 from training.shapes_world import generate
 
 BOX_CHECKPOINT = Path(__file__).resolve().parents[1] / "osprey_model" / "checkpoints" / "tiny-shapes-box"
@@ -64,6 +66,17 @@ def test_pope_skips_a_broken_line(tmp_path: Path, caplog) -> None:
     path.write_text('{"image": "a.png", "text": "Is there a dog?", "label": "yes"}\n{broken\n')
     assert len(pope.read_questions(path)) == 1
     assert "skipped" in caplog.text
+
+
+def test_image_question_prompt_is_the_released_pope_form() -> None:
+    assert image_question_prompt("Is there a dog in the image?") == (
+        f"{SYSTEM} USER: <image>\nIs there a dog in the image? ASSISTANT:"
+    )
+
+
+def test_semantic_iou_splits_words_as_released() -> None:
+    assert semantic_iou("bow (weapon)", "bow weapon") == pytest.approx(1 / 3)
+    assert semantic_iou("t-shirt", "t shirt") == 0.0
 
 
 def test_released_cleaning() -> None:
@@ -148,6 +161,48 @@ def test_at_most_300_regions_of_one_image_are_asked(tmp_path: Path, predictor: O
     )  # fmt: skip
     assert scores["regions"] == 300
     assert len((out / "answers.jsonl").read_text().splitlines()) == 300
+    # the 20 unasked segments' pixels count against their classes: mIoU below the asked regions' accuracy
+    assert scores["miou"] <= scores["region_accuracy"] * 300 / 320 + 1e-9
+
+
+def test_miou_counts_a_class_predicted_but_never_present(tmp_path: Path) -> None:
+    """detectron2's mean: a class that is only predicted lowers mIoU; a segment the PNG lacks is not asked;
+    an image that cannot be read is skipped, not fatal."""
+    write_panoptic(tmp_path / "ade", 2, seed=5, layout="ade20k")
+    dataset = find_panoptic_set(tmp_path / "ade")
+    results = _Accumulator(dataset, tmp_path / "out")
+    index = {c.id: k for k, c in enumerate(dataset.classes)}
+    present = {segment["category_id"] for item in dataset for segment in item.segments}
+    absent = next(k for k, c in enumerate(dataset.classes) if c.id not in present)
+    for number, item in enumerate(dataset):
+        probabilities = np.zeros((len(item.segments), len(dataset.classes)))
+        for row, segment in enumerate(item.segments):
+            probabilities[row, absent if number == 0 and row == 0 else index[segment["category_id"]]] = 1.0
+        results.add(item, item.segments, probabilities)
+    tp = np.diag(results.confusion[:, :-1]).astype(float)
+    union = results.confusion.sum(axis=1) + results.confusion[:, :-1].sum(axis=0) - tp
+    truth = results.confusion.sum(axis=1) > 0
+    assert results.miou() == pytest.approx(np.sum(tp[truth] / union[truth]) / (truth.sum() + 1))
+
+
+def test_bad_panoptic_records_are_skipped(tmp_path: Path, predictor: OspreyPredictor, caplog) -> None:
+    write_panoptic(tmp_path / "city", 3, seed=6, layout="cityscapes")
+    json_path = tmp_path / "city" / "gtFine" / "cityscapes_panoptic_val.json"
+    data = json.loads(json_path.read_text())
+    assert data["images"][0]["file_name"].endswith("_gtFine_leftImg8bit.png")  # as cityscapesScripts names it
+    data["annotations"][0]["segments_info"].append({"id": 4242, "category_id": 1, "iscrowd": 0})  # not in the PNG
+    json_path.write_text(json.dumps(data))
+    missing = tmp_path / "city" / "leftImg8bit" / "val" / "shapesville" / f"{data['images'][1]['id']}_leftImg8bit.png"
+    missing.unlink()
+    scores = evaluate.run(
+        ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(tmp_path / "city"),
+         "--out", str(tmp_path / "out"), "--max-new-tokens", "4"],
+        predictor=predictor,
+    )  # fmt: skip
+    assert scores["images"] == 2 and scores["skipped_images"] == 1
+    answers = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert scores["regions"] == len(answers) and 4242 not in {a["segment_id"] for a in answers}
+    assert "skipping image" in caplog.text
 
 
 class _Judge(BaseHTTPRequestHandler):
@@ -170,7 +225,9 @@ class _Judge(BaseHTTPRequestHandler):
 
 
 def test_ferret_bench_with_an_openai_compatible_judge(tmp_path: Path, predictor: OspreyPredictor, caplog) -> None:
+    """Both files number their questions from 0, as Ferret's do: references are matched by category too."""
     references = ferret_bench.read_references(write_ferret_bench(tmp_path / "ferret", 4, seed=3))
+    assert ("refer_desc", "0") in references and ("refer_reason", "0") in references
     server = HTTPServer(("127.0.0.1", 0), _Judge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -188,7 +245,10 @@ def test_ferret_bench_with_an_openai_compatible_judge(tmp_path: Path, predictor:
     first = _Judge.requests[0]
     assert first["auth"] == "Bearer secret" and first["body"]["model"] == "judge-model"
     answers = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
-    assert answers[0]["answer"] in first["body"]["messages"][1]["content"]
+    for request, answer in zip(_Judge.requests[-4:], answers, strict=True):
+        content = request["body"]["messages"][1]["content"]
+        reference = references[(answer["category"], str(answer["question_id"]))]
+        assert f"[Assistant 1]\n{reference}\n" in content and f"[Assistant 2]\n{answer['answer']}\n" in content
     with pytest.raises(ValueError, match="references"):
         ferret_bench.evaluate_ferret_bench(predictor, tmp_path / "ferret", tmp_path, writer, Generation(4), judge)
 

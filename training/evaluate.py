@@ -54,14 +54,18 @@ def _image_root(args: argparse.Namespace) -> Path:
     return args.image_root or (args.data if args.data.is_dir() else args.data.parent)
 
 
-def run_open_vocab(args, predictor, writer, generation) -> tuple[dict, str]:
+def run_open_vocab(
+    args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
+) -> tuple[dict, str]:
     dataset = find_panoptic_set(args.data, args.split, args.classes)
     matcher = ClassMatcher(dataset.classes, minilm_embedder(args.embed_device))
     scores = open_vocab.evaluate_open_vocab(predictor, dataset, matcher, writer, generation, args.limit)
     return asdict(scores) | {"dataset": dataset.layout}, open_vocab.table(scores, dataset.layout, args.model_name)
 
 
-def run_referring_classification(args, predictor, writer, generation) -> tuple[dict, str]:
+def run_referring_classification(
+    args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
+) -> tuple[dict, str]:
     dataset = "paco" if "paco" in args.data.name.lower() else "lvis"
     scores = referring_classification.evaluate_referring_classification(
         predictor, args.data, _image_root(args), minilm_embedder(args.embed_device), writer, generation, args.limit
@@ -69,14 +73,18 @@ def run_referring_classification(args, predictor, writer, generation) -> tuple[d
     return asdict(scores) | {"dataset": dataset}, referring_classification.table(scores, dataset, args.model_name)
 
 
-def run_region_captioning(args, predictor, writer, generation) -> tuple[dict, str]:
+def run_region_captioning(
+    args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
+) -> tuple[dict, str]:
     scores = region_captioning.evaluate_region_captioning(
         predictor, args.data, _image_root(args), writer, generation, args.limit
     )
     return asdict(scores), region_captioning.table(scores, args.model_name)
 
 
-def run_pope(args, predictor, writer, generation) -> tuple[dict, str]:
+def run_pope(
+    args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
+) -> tuple[dict, str]:
     scores = {
         split: pope.evaluate_pope_split(
             predictor, pope.pope_file(args.data, split), _image_root(args), writer, generation, split, args.limit
@@ -86,16 +94,20 @@ def run_pope(args, predictor, writer, generation) -> tuple[dict, str]:
     return {k: asdict(v) for k, v in scores.items()}, pope.table(scores, args.model_name)
 
 
-def run_ferret_bench(args, predictor, writer, generation) -> tuple[dict, str]:
+def run_ferret_bench(
+    args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
+) -> tuple[dict, str]:
     judge = ferret_bench.judge_from_env(args.judge_url, args.judge_model, args.judge_key_env)
-    references = ferret_bench.read_references(args.references) if args.references else None
+    references = ferret_bench.read_references(*args.references) if args.references else None
     scores = ferret_bench.evaluate_ferret_bench(
         predictor, args.data, _image_root(args), writer, generation, judge, references, args.limit
     )
     return asdict(scores), ferret_bench.table(scores, args.model_name)
 
 
-def run_mask_vs_box(args, predictor, writer, generation) -> tuple[dict, str]:
+def run_mask_vs_box(
+    args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
+) -> tuple[dict, str]:
     scores = mask_vs_box.evaluate(
         predictor, args.data, _image_root(args), minilm_embedder(args.embed_device), args.limit
     )
@@ -128,7 +140,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-url", help="ferret-bench: an OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     p.add_argument("--judge-model", default="gpt-4")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="the environment variable holding the key")
-    p.add_argument("--references", type=Path, help="ferret-bench: reference answers by question_id")
+    p.add_argument(
+        "--references", type=Path, nargs="+", help="ferret-bench: reference answers (question_id, category, text)"
+    )
     p.add_argument("--max-new-tokens", type=int, help="default: a per-protocol answer length")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the released scripts sample at 0.2)")
     p.add_argument("--seed", type=int, default=0)

@@ -6,18 +6,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from .data.robustness import EmbedFn, minilm_embedder
 
-_WORD = re.compile(r"[a-z0-9]+")
+_PUNCTUATION = str.maketrans({".": " ", ":": " ", ",": " "})
 
 
 def words(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
+    """The released S-IoU's words: lower-cased, split on whitespace once ".", ":" and "," are spaces
+    ("bow (weapon)" → {"bow", "(weapon)"}, "t-shirt" stays one word)."""
+    return set(text.lower().translate(_PUNCTUATION).split())
 
 
 def semantic_iou(answer: str, label: str) -> float:

@@ -1,7 +1,8 @@
 """What every protocol shares: the model under test, its answers, and where they are written.
 
-Each protocol writes ``answers.jsonl`` (one line per item: what was asked, what came back, what was
-expected, the item's scores), ``scores.json`` and ``table.md`` (the paper's table layout) into ``--out``.
+Each protocol writes ``answers.jsonl`` (one line per item as it is answered: what was asked, what came
+back, what was expected, the item's scores), ``scores.json`` and ``table.md`` (the paper's table layout)
+into ``--out``; region captioning adds ``item_scores.jsonl`` (each region's CIDEr, known only at the end).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class ResultWriter:
     def answer(self, **item: Any) -> None:
         self._answers.write(json.dumps(item, default=_plain) + "\n")
         self._answers.flush()
+
+    def item_scores(self, rows: list[dict[str, Any]]) -> None:
+        """Per-item scores that exist only once the whole set is scored (a corpus metric's parts)."""
+        (self.out_dir / "item_scores.jsonl").write_text("".join(json.dumps(r, default=_plain) + "\n" for r in rows))
 
     def finish(self, scores: dict[str, Any], table: str) -> None:
         self._answers.close()

@@ -6,9 +6,12 @@ list): ``question_id``, ``image``, ``category``, ``text`` with ``<region>`` wher
 ``<region>`` becomes the region's tokens; the answers go to ``answers.jsonl``.
 
 The paper's scores come from GPT-4 as judge. With ``--judge-url`` (any OpenAI-compatible
-``/chat/completions`` endpoint) and ``--references`` (reference answers by ``question_id``), each answer
-is rated beside its reference on a 1–10 scale and a category's score is 100 × Σ model / Σ reference, as
-Ferret and LLaVA-Bench report it; without a judge only the generation side runs.
+``/chat/completions`` endpoint) and ``--references`` (reference answers with ``question_id`` and
+``category``: the two files number their questions alike, from 0), each answer is rated beside its
+reference on a 1–10 scale and a category's score is 100 × Σ model / Σ reference, as Ferret and LLaVA-Bench
+report it; without a judge only the generation side runs. The judge's context here is the region's box
+only (Ferret's also lists the image's COCO captions and boxes) and the rubric is this module's wording, so
+scores are comparable between models judged here, not with the paper's.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tqdm import tqdm
 from osprey_model import OspreyPredictor
 
 from ..data.records import RecordError, decode_segmentation
-from .common import Generation, ResultWriter, Table, after_colon
+from .common import Generation, ResultWriter, Table
 from .pope import read_questions
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,7 @@ def judge_from_env(url: str | None, model: str, key_env: str) -> Judge | None:
 class FerretScores:
     questions: int = 0
     judged: int = 0
+    skipped: int = 0
     by_category: dict[str, float] = field(default_factory=dict)  # 100 × Σ answer / Σ reference
 
 
@@ -107,7 +111,7 @@ def evaluate_ferret_bench(
     writer: ResultWriter,
     generation: Generation,
     judge: Judge | None = None,
-    references: dict[str, str] | None = None,
+    references: References | None = None,
     limit: int = 0,
 ) -> FerretScores:
     if judge is not None and not references:
@@ -119,21 +123,25 @@ def evaluate_ferret_bench(
     scores = FerretScores()
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for item in tqdm(questions, desc="Ferret-Bench", unit="question"):
-        with Image.open(image_root / item["image"]) as image:
-            rgb = np.asarray(image.convert("RGB"))
         try:
+            with Image.open(image_root / item["image"]) as image:
+                rgb = np.asarray(image.convert("RGB"))
             mask = region_mask(item["annotation"], *rgb.shape[:2])
-        except (RecordError, KeyError) as exc:
+            answer = predictor.describe(
+                rgb,
+                [mask],
+                prompt=item["text"],
+                max_new_tokens=generation.max_new_tokens,
+                temperature=generation.temperature,
+            )[0].strip()  # fmt: skip  (kept whole, as the released script keeps it)
+        except (OSError, KeyError, ValueError, RecordError) as exc:
             logger.warning("skipping question %s: %s", item.get("question_id"), exc)
+            scores.skipped += 1
             continue
-        answer = predictor.describe(
-            rgb, [mask], prompt=item["text"], max_new_tokens=generation.max_new_tokens,
-            temperature=generation.temperature,
-        )[0]  # fmt: skip
         scores.questions += 1
         record = {"question_id": item.get("question_id"), "image": item["image"], "category": item.get("category")}
-        record |= {"question": item["text"], "answer": after_colon(answer).strip()}
-        reference = (references or {}).get(str(item.get("question_id")))
+        record |= {"question": item["text"], "answer": answer}
+        reference = reference_for(references or {}, item)
         if judge is not None and reference is not None:
             x, y, w, h = item["annotation"].get("bbox", (0, 0, 0, 0))
             context = (
@@ -153,9 +161,23 @@ def evaluate_ferret_bench(
     return scores
 
 
-def read_references(path: Path) -> dict[str, str]:
-    """Reference answers: JSON lines or a list of ``{question_id, text}`` (Ferret's GPT-4 answer files)."""
-    return {str(r["question_id"]): r.get("text") or r.get("answer", "") for r in read_questions(path)}
+References = dict[tuple[str | None, str], str]
+
+
+def read_references(*paths: Path) -> References:
+    """Reference answers (Ferret's GPT-4 answer files): JSON lines or lists of ``{question_id, text}`` with
+    the question's ``category``, keyed by (category, question_id)."""
+    return {
+        (r.get("category"), str(r["question_id"])): r.get("text") or r.get("answer", "")
+        for path in paths
+        for r in read_questions(path)
+    }
+
+
+def reference_for(references: References, item: dict) -> str | None:
+    """By (category, question_id); a reference without a category matches any (one file per run)."""
+    key = str(item.get("question_id"))
+    return references.get((item.get("category"), key), references.get((None, key)))
 
 
 def table(scores: FerretScores, model_name: str) -> str:

@@ -3,7 +3,8 @@ whose colour encodes the segment id (id = R + 256·G + 256²·B; 0 is void).
 
 Layouts, found under ``--data``:
 - Cityscapes: ``gtFine/cityscapes_panoptic_{split}.json``, ``gtFine/cityscapes_panoptic_{split}/``,
-  images ``leftImg8bit/{split}/{city}/{name}_leftImg8bit.png`` (city = the name's first ``_`` field);
+  images ``leftImg8bit/{split}/{city}/{image_id}_leftImg8bit.png`` (city = the id's first ``_`` field; the
+  JSON's ``file_name`` reads ``{image_id}_gtFine_leftImg8bit.png``, a name no file has);
 - ADE20K: ``ade20k_panoptic_{split}.json``, ``ade20k_panoptic_{split}/``, images
   ``images/{training|validation}/{name}.jpg``.
 """
@@ -51,10 +52,10 @@ class PanopticSet:
     classes: list[ClassName]
 
     def image_path(self, image: dict) -> Path:
-        name = image["file_name"]
-        if self.layout == "cityscapes":
-            return self.image_dir / name.split("_")[0] / name
-        return self.image_dir / name
+        if self.layout == "cityscapes":  # file_name says "_gtFine_leftImg8bit"; the file is "<id>_leftImg8bit.png"
+            image_id = str(image["id"])
+            return self.image_dir / image_id.split("_")[0] / f"{image_id}_leftImg8bit.png"
+        return self.image_dir / image["file_name"]
 
     def __iter__(self) -> Iterator[PanopticImage]:
         data = json.loads(self.json_path.read_text())

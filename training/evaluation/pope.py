@@ -95,22 +95,27 @@ def evaluate_pope_split(
     predicted, labels = [], []
     frames: dict[str, EncodedFrame] = {}  # POPE asks six questions of each image: encode it once
     for item in tqdm(questions, desc=f"POPE {split}", unit="question"):
-        path = image_root / item["image"]
-        if not path.is_file():
-            path = image_root / item["image"].split("_")[-1]
-        key = str(path)
-        if key not in frames:
-            frames.clear()
-            with Image.open(path) as image:
-                frames[key] = predictor.encode(np.asarray(image.convert("RGB")))
-        answer = predictor.ask(
-            frames[key], item["text"], max_new_tokens=generation.max_new_tokens, temperature=generation.temperature
-        ).lower()
+        try:
+            path = image_root / item["image"]
+            if not path.is_file():
+                path = image_root / item["image"].split("_")[-1]
+            key = str(path)
+            if key not in frames:
+                frames.clear()
+                with Image.open(path) as image:
+                    frames[key] = predictor.encode(np.asarray(image.convert("RGB")))
+            answer = predictor.ask(
+                frames[key], item["text"], max_new_tokens=generation.max_new_tokens, temperature=generation.temperature
+            ).lower()
+            label = item["label"]
+        except (OSError, KeyError, ValueError) as exc:
+            logger.warning("%s: skipping question %s: %s", split, item.get("question_id"), exc)
+            continue
         predicted.append(says_yes(answer))
-        labels.append(item["label"] != "no")
+        labels.append(label != "no")
         writer.answer(
             split=split, question_id=item.get("question_id"), image=item["image"], question=item["text"],
-            answer=answer, label=item["label"], correct=predicted[-1] == labels[-1],
+            answer=answer, label=label, correct=predicted[-1] == labels[-1],
         )  # fmt: skip
     return pope_scores(predicted, labels)
 

@@ -65,15 +65,28 @@ def evaluate_referring_classification(
     answers, labels, skipped = [], [], 0
     for entry in tqdm(images, desc=f"classification {annotation_file.stem}", unit="image"):
         masks, names = [], []
-        for annotation, name in zip(entry["annotations"], entry["categories"], strict=True):
+        objects = entry.get("annotations", [])
+        if len(objects) != len(entry.get("categories", [])):
+            logger.warning("skipping %s: %d annotations but %d categories", entry.get("file_name"), len(objects),
+                           len(entry.get("categories", [])))  # fmt: skip
+            skipped += len(objects)
+            continue
+        for annotation, name in zip(objects, entry["categories"], strict=True):
             try:
                 masks.append(decode_segmentation(annotation["segmentation"], entry["height"], entry["width"]))
                 names.append(name)
             except (RecordError, KeyError) as exc:
                 logger.warning("skipping an object of %s: %s", entry.get("file_name"), exc)
                 skipped += 1
-        with Image.open(image_root / entry["file_name"]) as image:
-            frame = predictor.encode(np.asarray(image.convert("RGB")))
+        try:
+            with Image.open(image_root / entry["file_name"]) as image:
+                frame = predictor.encode(np.asarray(image.convert("RGB")))
+            if frame.image_hw != (entry["height"], entry["width"]):
+                raise ValueError(f"the image is {frame.image_hw}, the record says {(entry['height'], entry['width'])}")
+        except (OSError, KeyError, ValueError) as exc:
+            logger.warning("skipping %s: %s", entry.get("file_name"), exc)
+            skipped += len(masks)
+            continue
         for start in range(0, len(masks), MAX_REGIONS_PER_IMAGE):
             chunk = ask_regions(predictor, frame, masks[start : start + MAX_REGIONS_PER_IMAGE], QUESTION, generation)
             for answer, name in zip(chunk, names[start : start + MAX_REGIONS_PER_IMAGE], strict=True):

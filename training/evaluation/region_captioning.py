@@ -17,6 +17,7 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,7 +42,10 @@ class CaptionScores:
     cider: float
 
 
-def require_java() -> None:
+def require_scorers() -> None:
+    """Checked before any generation: a missing scorer would otherwise surface after hours of answers."""
+    import pycocoevalcap  # noqa: F401
+
     if shutil.which("java") is None:
         raise RuntimeError("METEOR and the PTB tokenizer (pycocoevalcap) need Java: install a JRE, e.g. openjdk-17")
 
@@ -64,7 +68,7 @@ def caption_scores(references: dict[str, list[str]], candidates: dict[str, str])
     return float(meteor), float(cider), dict(zip(refs, (float(s) for s in per_item), strict=True))
 
 
-def _stop(meteor) -> None:
+def _stop(meteor: Any) -> None:
     """End the METEOR JVM now. Its ``__del__`` would wait on a lock that a failed ``compute_score`` leaves
     held, so a Java error would hang the interpreter's exit."""
     meteor.meteor_p.kill()
@@ -81,7 +85,7 @@ def evaluate_region_captioning(
     generation: Generation,
     limit: int = 0,
 ) -> CaptionScores:
-    require_java()
+    require_scorers()
     data = json.loads(annotation_file.read_text())
     annotations = defaultdict(list)
     for annotation in data["annotations"]:
@@ -92,11 +96,14 @@ def evaluate_region_captioning(
         by_file[entry["file_name"].split("_")[-1]].append(entry)
     references: defaultdict[str, list[str]] = defaultdict(list)
     candidates: dict[str, str] = {}
-    questions: dict[str, dict] = {}
     skipped = 0
     for file_name, group in tqdm(by_file.items(), desc="region captioning", unit="image"):
         masks, keys = [], []
         for entry in group:
+            if not entry.get("caption"):
+                logger.warning("skipping image entry %s: no caption", entry.get("id"))
+                skipped += 1
+                continue
             for annotation in annotations[entry["id"]]:
                 key = str(annotation["id"])
                 references[key].append(entry["caption"])
@@ -111,17 +118,22 @@ def evaluate_region_captioning(
                 keys.append(key)
         if not masks:
             continue
-        with Image.open(image_root / file_name) as image:
-            frame = predictor.encode(np.asarray(image.convert("RGB")))
-        for key, answer in zip(keys, ask_regions(predictor, frame, masks, QUESTION, generation), strict=True):
+        try:
+            with Image.open(image_root / file_name) as image:
+                frame = predictor.encode(np.asarray(image.convert("RGB")))
+            answers = ask_regions(predictor, frame, masks, QUESTION, generation)
+        except (OSError, ValueError) as exc:
+            logger.warning("skipping %s: %s", file_name, exc)
+            skipped += len(masks)
+            continue
+        for key, answer in zip(keys, answers, strict=True):
             candidates[key] = after_colon(answer).strip()
-            questions[key] = {"file_name": file_name, "answer": answer}
+            writer.answer(annotation_id=key, file_name=file_name, question=QUESTION, answer=answer)
     if not candidates:
         raise ValueError(f"{annotation_file}: no region could be read")
     scored = {key: references[key] for key in candidates}
     meteor, cider, per_item = caption_scores(scored, candidates)
-    for key, item in questions.items():
-        writer.answer(annotation_id=key, question=QUESTION, **item, references=scored[key], cider=per_item[key])
+    writer.item_scores([{"annotation_id": k, "references": scored[k], "cider": per_item[k]} for k in candidates])
     return CaptionScores(regions=len(candidates), skipped=skipped, meteor=meteor, cider=cider)
 
 

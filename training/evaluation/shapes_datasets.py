@@ -74,9 +74,11 @@ def write_panoptic(out: Path, count: int, seed: int, layout: str) -> Path:
         if layout == "cityscapes":
             stem = f"{CITY}_000000_{number:06d}"
             image_name, png_name = f"{stem}_leftImg8bit.png", f"{stem}_gtFine_panoptic.png"
+            listed_name = f"{stem}_gtFine_leftImg8bit.png"  # what cityscapesScripts writes into the JSON
         else:
             stem = f"ADE_val_{number:08d}"
             image_name, png_name = f"{stem}.jpg", f"{stem}.png"
+            listed_name = image_name
         Image.fromarray(image).save(image_dir / image_name, quality=95)
         ids = np.zeros(image.shape[:2], np.int64)
         segments = []
@@ -91,7 +93,7 @@ def write_panoptic(out: Path, count: int, seed: int, layout: str) -> Path:
                              "bbox": _bbox(mask)})  # fmt: skip
         Image.fromarray(id_to_rgb(ids)).save(png_dir / png_name)
         height, width = image.shape[:2]
-        images.append({"id": stem, "file_name": image_name, "height": height, "width": width})
+        images.append({"id": stem, "file_name": listed_name, "height": height, "width": width})
         annotations.append({"image_id": stem, "file_name": png_name, "segments_info": segments})
     json_path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return json_path
@@ -193,7 +195,7 @@ def write_ferret_bench(out: Path, count: int, seed: int) -> Path:
         x, y, w, h = _bbox(visible[k])
         polygon = [[x, y, x + w, y, x + w, y + h, x, y + h]]
         category = "refer_desc" if number % 2 else "refer_reason"
-        question_id = len(references) + 1
+        question_id = len(questions[category])  # each file numbers its questions from 0, as Ferret's do
         questions[category].append({
             "question_id": question_id, "image": file_name, "category": category,
             "text": FERRET_QUESTIONS[category], "annotation": {"bbox": [x, y, w, h], "segmentation": polygon},
@@ -203,7 +205,7 @@ def write_ferret_bench(out: Path, count: int, seed: int) -> Path:
         else:
             hidden = " and the ".join(f"{s.colour} {s.category}" for s in covered_by) or "no shape"
             reference = f"the object is a {info['short']}; it is covered in part by the {hidden}."
-        references.append({"question_id": question_id, "text": reference})
+        references.append({"question_id": question_id, "category": category, "text": reference})
     for category, name in (("refer_desc", "box_refer_caption.json"), ("refer_reason", "box_refer_reason.json")):
         (out / name).write_text("".join(json.dumps(q) + "\n" for q in questions[category]))
     path = out / "references.jsonl"

@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", help="run only these (names as in the results folder)")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    marker = args.work / ".shapes-tables-work"
+    if args.work.exists() and any(args.work.iterdir()) and not marker.is_file():
+        raise SystemExit(f"--work {args.work} holds files this command did not write: give an empty or new folder")
     shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    marker.touch()  # a later run may clear this folder
     write_all(args.work, args.images)
     shapes_world.generate(args.work / "held_out", args.images, seed=10_000, overlap=0.85)  # the card's scenes
     predictor = OspreyPredictor.from_pretrained(args.model)
@@ -82,11 +87,18 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out / name
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        for kept in ("table.md", "scores.json", "answers.jsonl"):  # not the panoptic PNGs the run also wrote
-            shutil.copy(run_dir / kept, out / kept)
+        for kept in ("table.md", "scores.json", "answers.jsonl", "item_scores.jsonl"):  # not the panoptic PNGs
+            if (run_dir / kept).is_file():
+                shutil.copy(run_dir / kept, out / kept)
         tables[name] = (out / "table.md").read_text()
     command = "python -m training.evaluation.shapes_tables " + " ".join(sys.argv[1:] if argv is None else argv)
-    sections = "\n".join(f"## {name} ({seconds[name]:.0f} s)\n\n{table}" for name, table in tables.items())
+    for name in runs(args.work):  # with --only, the other runs' tables stay as they were
+        if name not in tables and (args.out / name / "table.md").is_file():
+            tables[name] = (args.out / name / "table.md").read_text()
+    sections = "\n".join(
+        f"## {name}" + (f" ({seconds[name]:.0f} s)" if name in seconds else "") + f"\n\n{table}"
+        for name, table in tables.items()
+    )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     (args.out / "README.md").write_text(f"""# Every evaluation protocol on the shapes world
 
