@@ -165,6 +165,41 @@ def test_at_most_300_regions_of_one_image_are_asked(tmp_path: Path, predictor: O
     assert scores["miou"] <= scores["region_accuracy"] * 300 / 320 + 1e-9
 
 
+def test_a_cityscapes_size_frame_is_asked_in_passes(tmp_path: Path, predictor: OspreyPredictor) -> None:
+    """A 2048 x 1024 frame with 70 segments: two passes of at most 64 regions, every segment answered once."""
+    write_panoptic(tmp_path / "city", 1, seed=8, layout="cityscapes")
+    root = tmp_path / "city"
+    json_path = root / "gtFine" / "cityscapes_panoptic_val.json"
+    data = json.loads(json_path.read_text())
+    image_id = data["images"][0]["id"]
+    ids = np.zeros((1024, 2048), np.int64)
+    segments = []
+    for k in range(70):
+        row, col = divmod(k, 10)
+        ids[row * 140 : row * 140 + 140, col * 200 : col * 200 + 200] = k + 1
+        segments.append({"id": k + 1, "category_id": 1 + k % 7, "iscrowd": 0})
+    Image.fromarray(id_to_rgb(ids)).save(
+        root / "gtFine" / "cityscapes_panoptic_val" / data["annotations"][0]["file_name"]
+    )
+    rgb = np.full((1024, 2048, 3), 228, np.uint8)
+    Image.fromarray(rgb).save(root / "leftImg8bit" / "val" / "shapesville" / f"{image_id}_leftImg8bit.png")
+    data["images"][0].update(height=1024, width=2048)
+    data["annotations"][0]["segments_info"] = segments
+    json_path.write_text(json.dumps(data))
+    calls = []
+    describe = predictor.describe
+    try:
+        predictor.describe = lambda frame, masks, **kw: calls.append(len(masks)) or describe(frame, masks, **kw)  # type: ignore[method-assign]
+        scores = evaluate.run(
+            ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(root),
+             "--out", str(tmp_path / "out"), "--max-new-tokens", "2"],
+            predictor=predictor,
+        )  # fmt: skip
+    finally:
+        del predictor.describe
+    assert calls == [64, 6] and scores["regions"] == 70
+
+
 def test_miou_counts_a_class_predicted_but_never_present(tmp_path: Path) -> None:
     """detectron2's mean: a class that is only predicted lowers mIoU; a segment the PNG lacks is not asked;
     an image that cannot be read is skipped, not fatal."""
