@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import RESULTS, machine, save_results
+from run_bench import RESULTS, provenance, save_results
 
 from osprey_ros.bag_tool import parse_args, run
 from osprey_ros.synthetic_camera import record_bag
@@ -67,8 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "reused": tracker.reused,
             }
     result = {
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **provenance(),
         "frames": args.frames,
         "shapes": args.shapes,
         "speed": args.speed,

@@ -15,14 +15,13 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import RESULTS, machine, save_results
+from run_bench import RESULTS, provenance, save_results
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint
@@ -106,8 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
             "off": run(describer, TrackerConfig(SHIPPED.match_iou, reuse_max_age=0), args, speed),
         }
     result = {
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **provenance(),
         "model": model_dir.name,
         "max_new_tokens": args.max_new_tokens,
         "frames": args.frames,

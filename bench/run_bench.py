@@ -45,6 +45,20 @@ def machine() -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
+def provenance() -> dict[str, str]:
+    """The first fields of every bench result: where and when it was measured."""
+    return {"machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, preset: str, regions: list[int]) -> None:
+    """The model a bench builds (``build_predictor``) and the region counts it asks."""
+    parser.add_argument("--preset", default=preset)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--regions", type=int, nargs="+", default=regions)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+
+
 def save_results(result: dict, table: str, out: Path, name: str) -> None:
     """``out/name.json`` (every figure) and ``out/name.md`` (the table, also printed)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -239,11 +253,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--regions", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--max-new-tokens", type=int, default=8)
+    add_model_arguments(parser, preset="tiny", regions=[1, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="", help="file name stem (default: preset and device)")
@@ -260,8 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.encoder, predictor.model.vision_tower, cache_dir=args.out / ".encoder-cache"
     )
     result = {
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **provenance(),
         "preset": args.preset,
         "device": args.device,
         "dtype": args.dtype,

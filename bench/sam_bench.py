@@ -25,14 +25,13 @@ import logging
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import bench_backends, machine, timed
+from run_bench import bench_backends, provenance, timed
 
 from osprey_model import FrameFeatures, OspreyPredictor
 from osprey_model.embedded import default_checkpoint, default_sam_checkpoint, parse_dtype
@@ -208,8 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     predictor = OspreyPredictor.from_pretrained(default_checkpoint(), device=device)
     image = test_frame()
     result: dict = {
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **provenance(),
         "device": args.device,
         "dtype": args.dtype,
         "torch": torch.__version__,

@@ -16,13 +16,12 @@ import argparse
 import dataclasses
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import RESULTS, PeakMemory, build_predictor, frame, machine, save_results
+from run_bench import RESULTS, PeakMemory, add_model_arguments, build_predictor, frame, provenance, save_results
 
 from osprey_model import config as osprey_config
 from osprey_model.conversation import single_region_prompt
@@ -77,11 +76,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="mid")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--regions", type=int, nargs="+", default=[8, 64, 300])
-    parser.add_argument("--max-new-tokens", type=int, default=8)
+    add_model_arguments(parser, preset="mid", regions=[8, 64, 300])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="shared-prefix-cpu")
     args = parser.parse_args(argv)
@@ -118,8 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     result = {
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **provenance(),
         "preset": args.preset,
         "device": args.device,
         "dtype": args.dtype,
