@@ -134,17 +134,34 @@ def test_open_vocab_scores_are_perfect_for_perfect_names_and_count_misses(tmp_pa
     assert pq["All"]["pq"] < 1 and ap < 1 and miou < 1
 
 
+def grid_segments(
+    count: int, columns: int, cell_hw: tuple[int, int], frame_hw: tuple[int, int], classes: int
+) -> tuple[np.ndarray, list[dict]]:
+    """A panoptic id map of ``count`` rectangles in rows of ``columns``, classes 1..``classes`` in turn."""
+    ids = np.zeros(frame_hw, np.int64)
+    segments = []
+    height, width = cell_hw
+    for k in range(count):
+        row, col = divmod(k, columns)
+        ids[row * height : (row + 1) * height, col * width : (col + 1) * width] = k + 1
+        segments.append({"id": k + 1, "category_id": 1 + k % classes, "iscrowd": 0})
+    return ids, segments
+
+
+def run_open_vocab(root: Path, out: Path, predictor: OspreyPredictor, max_new_tokens: int) -> dict:
+    return evaluate.run(
+        ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(root),
+         "--out", str(out), "--max-new-tokens", str(max_new_tokens)],
+        predictor=predictor,
+    )  # fmt: skip
+
+
 def test_at_most_300_regions_of_one_image_are_asked(tmp_path: Path, predictor: OspreyPredictor) -> None:
     """An image with 320 ground-truth segments: 300 answers, the rest counted as unasked in mIoU."""
     root = tmp_path / "ade"
     (root / "images" / "validation").mkdir(parents=True)
     (root / "ade20k_panoptic_val").mkdir()
-    ids = np.zeros((160, 320), np.int64)
-    segments = []
-    for k in range(320):
-        row, col = divmod(k, 40)
-        ids[row * 20 : row * 20 + 20, col * 8 : col * 8 + 8] = k + 1
-        segments.append({"id": k + 1, "category_id": 1 + k % 2, "iscrowd": 0})
+    ids, segments = grid_segments(320, columns=40, cell_hw=(20, 8), frame_hw=(160, 320), classes=2)
     Image.fromarray(id_to_rgb(ids)).save(root / "ade20k_panoptic_val" / "many.png")
     Image.fromarray(np.full((160, 320, 3), 200, np.uint8)).save(root / "images" / "validation" / "many.jpg")
     categories = [{"id": 1, "name": "square", "isthing": 1}, {"id": 2, "name": "wall", "isthing": 0}]
@@ -154,11 +171,7 @@ def test_at_most_300_regions_of_one_image_are_asked(tmp_path: Path, predictor: O
         "categories": categories,
     }))  # fmt: skip
     out = tmp_path / "out"
-    scores = evaluate.run(
-        ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(root),
-         "--out", str(out), "--max-new-tokens", "2"],
-        predictor=predictor,
-    )  # fmt: skip
+    scores = run_open_vocab(root, out, predictor, max_new_tokens=2)
     assert scores["regions"] == 300
     assert len((out / "answers.jsonl").read_text().splitlines()) == 300
     # the 20 unasked segments' pixels count against their classes: mIoU below the asked regions' accuracy
@@ -172,12 +185,7 @@ def test_a_cityscapes_size_frame_is_asked_in_passes(tmp_path: Path, predictor: O
     json_path = root / "gtFine" / "cityscapes_panoptic_val.json"
     data = json.loads(json_path.read_text())
     image_id = data["images"][0]["id"]
-    ids = np.zeros((1024, 2048), np.int64)
-    segments = []
-    for k in range(70):
-        row, col = divmod(k, 10)
-        ids[row * 140 : row * 140 + 140, col * 200 : col * 200 + 200] = k + 1
-        segments.append({"id": k + 1, "category_id": 1 + k % 7, "iscrowd": 0})
+    ids, segments = grid_segments(70, columns=10, cell_hw=(140, 200), frame_hw=(1024, 2048), classes=7)
     Image.fromarray(id_to_rgb(ids)).save(
         root / "gtFine" / "cityscapes_panoptic_val" / data["annotations"][0]["file_name"]
     )
@@ -190,11 +198,7 @@ def test_a_cityscapes_size_frame_is_asked_in_passes(tmp_path: Path, predictor: O
     describe = predictor.describe
     try:
         predictor.describe = lambda frame, masks, **kw: calls.append(len(masks)) or describe(frame, masks, **kw)  # type: ignore[method-assign]
-        scores = evaluate.run(
-            ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(root),
-             "--out", str(tmp_path / "out"), "--max-new-tokens", "2"],
-            predictor=predictor,
-        )  # fmt: skip
+        scores = run_open_vocab(root, tmp_path / "out", predictor, max_new_tokens=2)
     finally:
         del predictor.describe
     assert calls == [64, 6] and scores["regions"] == 70
@@ -229,11 +233,7 @@ def test_bad_panoptic_records_are_skipped(tmp_path: Path, predictor: OspreyPredi
     json_path.write_text(json.dumps(data))
     missing = tmp_path / "city" / "leftImg8bit" / "val" / "shapesville" / f"{data['images'][1]['id']}_leftImg8bit.png"
     missing.unlink()
-    scores = evaluate.run(
-        ["--protocol", "open-vocab-seg", "--model", str(default_checkpoint()), "--data", str(tmp_path / "city"),
-         "--out", str(tmp_path / "out"), "--max-new-tokens", "4"],
-        predictor=predictor,
-    )  # fmt: skip
+    scores = run_open_vocab(tmp_path / "city", tmp_path / "out", predictor, max_new_tokens=4)
     assert scores["images"] == 2 and scores["skipped_images"] == 1
     answers = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
     assert scores["regions"] == len(answers) and 4242 not in {a["segment_id"] for a in answers}

@@ -21,6 +21,7 @@ Protocols (``training/evaluation/``, each module says what it reads and how it s
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from osprey_model import OspreyPredictor
-from osprey_model.text_embedding import minilm_embedder
+from osprey_model.text_embedding import EmbedFn, minilm_embedder
 
 from .evaluation import ferret_bench, mask_vs_box, open_vocab, pope, referring_classification, region_captioning
 from .evaluation.class_matching import ClassMatcher
@@ -50,6 +51,12 @@ MAX_NEW_TOKENS = {
 }
 
 
+@functools.cache
+def _embedder(device: str) -> EmbedFn:
+    """MiniLM, loaded once per process however many protocols run in it."""
+    return minilm_embedder(device)
+
+
 def _image_root(args: argparse.Namespace) -> Path:
     return args.image_root or (args.data if args.data.is_dir() else args.data.parent)
 
@@ -58,7 +65,7 @@ def run_open_vocab(
     args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
 ) -> tuple[dict, str]:
     dataset = find_panoptic_set(args.data, args.split, args.classes)
-    matcher = ClassMatcher(dataset.classes, minilm_embedder(args.embed_device))
+    matcher = ClassMatcher(dataset.classes, _embedder(args.embed_device))
     scores = open_vocab.evaluate_open_vocab(predictor, dataset, matcher, writer, generation, args.limit)
     return asdict(scores) | {"dataset": dataset.layout}, open_vocab.table(scores, dataset.layout, args.model_name)
 
@@ -68,7 +75,7 @@ def run_referring_classification(
 ) -> tuple[dict, str]:
     dataset = "paco" if "paco" in args.data.name.lower() else "lvis"
     scores = referring_classification.evaluate_referring_classification(
-        predictor, args.data, _image_root(args), minilm_embedder(args.embed_device), writer, generation, args.limit
+        predictor, args.data, _image_root(args), _embedder(args.embed_device), writer, generation, args.limit
     )
     return asdict(scores) | {"dataset": dataset}, referring_classification.table(scores, dataset, args.model_name)
 
@@ -108,9 +115,7 @@ def run_ferret_bench(
 def run_mask_vs_box(
     args: argparse.Namespace, predictor: OspreyPredictor, writer: ResultWriter, generation: Generation
 ) -> tuple[dict, str]:
-    scores = mask_vs_box.evaluate(
-        predictor, args.data, _image_root(args), minilm_embedder(args.embed_device), args.limit
-    )
+    scores = mask_vs_box.evaluate(predictor, args.data, _image_root(args), _embedder(args.embed_device), args.limit)
     return {k: asdict(v) for k, v in scores.items()}, mask_vs_box.markdown_table(scores)
 
 

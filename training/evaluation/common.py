@@ -8,7 +8,6 @@ into ``--out``; region captioning adds ``item_scores.jsonl`` (each region's CIDE
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +108,6 @@ class Table:
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows]
         return "\n".join(lines)
-
-
-_SPACES = re.compile(r"\s+")
-
-
-def squash(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
 
 
 def set_seed(seed: int) -> None:

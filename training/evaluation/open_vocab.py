@@ -196,6 +196,7 @@ def evaluate_open_vocab(
     import hotcoco.panoptic  # noqa: F401 (checked before hours of generation, used at the end)
 
     results = _Accumulator(dataset, writer.out_dir)
+    names = {c.id: c.name for c in dataset.classes}
     total = min(limit, len(dataset)) if limit else len(dataset)
     for item in tqdm(islice(dataset, limit or None), total=total, desc=f"open-vocab {dataset.layout}", unit="image"):
         present = set(np.unique(item.ids).tolist())
@@ -216,7 +217,6 @@ def evaluate_open_vocab(
             answers += ask_regions(predictor, frame, [item.ids == s["id"] for s in chunk], QUESTION, generation)
         probabilities = matcher.probabilities(answers)
         results.add(item, segments, probabilities)
-        names = {c.id: c.name for c in dataset.classes}
         for segment, answer, p in zip(segments, answers, probabilities, strict=True):
             k = int(p.argmax())
             writer.answer(
