@@ -72,10 +72,10 @@ def tiny_clip_config() -> CLIPVisionConfig:
     )
 
 
-def tiny_image_processor() -> CLIPImageProcessor:
+def tiny_image_processor(size: int = CLIP_IMAGE_SIZE) -> CLIPImageProcessor:
     """CLIP's normalisation, the whole frame squashed to a square (no centre crop: no shape is cut away)."""
     return CLIPImageProcessor(
-        size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE},
+        size={"height": size, "width": size},
         do_center_crop=False,
         image_mean=list(CLIP_MEAN),
         image_std=list(CLIP_STD),
