@@ -165,6 +165,35 @@ def test_token_ids_per_release_and_the_prompt(token_map: str, ids: tuple[int, in
             tokenize_lisa_prompt(tokenizer, bad)
 
 
+def test_question_first_is_the_checkpoints_order_and_the_released_one_is_the_default(tmp_path: Path) -> None:
+    """The tiny shapes model reads the question before the image (LisaConfig.question_first); its config.json
+    says so, and the predictor asks in the order the checkpoint was trained in."""
+    tokenizer = lisa_tokenizer()
+    tokens = LisaTokens.of(tokenizer)
+    query = "Which shape is the colour of a lemon?"
+    released = tokenize_lisa_prompt(tokenizer, query)
+    first = tokenize_lisa_prompt(tokenizer, query, question_first=True)
+    start = first.index(IMAGE_TOKEN_INDEX)
+    assert first[start - 1 : start + 2] == [tokens.im_start, IMAGE_TOKEN_INDEX, tokens.im_end]
+    assert tokenizer.decode(first[start + 2 :]) == "ASSISTANT:"
+    assert tokenizer.decode(first[1 : start - 1]).endswith("USER: Which shape is the colour of a lemon?")
+    assert first[: released.index(tokens.im_start)] == released[: released.index(tokens.im_start)]  # system
+    assert sorted(first) == sorted(released)  # the same tokens, another order
+    with pytest.raises(ValueError, match="may not contain"):
+        tokenize_lisa_prompt(tokenizer, "look at <image>", question_first=True)
+
+    assert "lisa_question_first" not in get_lisa_preset("tiny").to_dict()  # the released layout stays as it is
+    model_dir, clip_dir = create_tiny_lisa(tmp_path)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert LisaPredictor.from_pretrained(model_dir, clip_dir).prompt_ids(query, 8).tolist() == released
+    (model_dir / "config.json").write_text(json.dumps({**config, "lisa_question_first": True}))
+    predictor = LisaPredictor.from_pretrained(model_dir, clip_dir)
+    assert predictor.model.config.question_first
+    assert LisaConfig.from_dict(predictor.model.config.to_dict()).question_first
+    assert predictor.prompt_ids(query, 8).tolist() == first
+    assert 1 <= len(predictor.segment(IMAGE, query, max_new_tokens=4).tokens) <= 4  # and it answers in that order
+
+
 def test_seg_states_gathered_with_the_cache_equal_the_released_uncached_gather(random_lisa: LisaPredictor) -> None:
     """Any token can play [SEG] for the gather: take one the random model does generate, several times."""
     model = random_lisa.model

@@ -214,6 +214,10 @@ def test_answer_ids_and_labels_put_seg_in_order(lisa_for_training) -> None:
     assert sample.targets.shape == (2, 4, 4) and sample.targets[1].all()
     with pytest.raises(ValueError, match="1 \\[SEG\\] for 2 target masks"):
         make_sample(tokenizer, "Segment both.", "Sure, [SEG].", masks)
+    first = make_sample(tokenizer, "Segment both.", "Sure, [SEG] and [SEG].", masks, question_first=True)
+    assert first.labels.tolist() == sample.labels.tolist()  # the prompt is as long; the answer is the same
+    image_at = int((first.input_ids < 0).nonzero()[0])
+    assert tokenizer.decode(first.input_ids[image_at + 2 : -len(ids)]) == "ASSISTANT:"
 
 
 def test_gradients_reach_what_the_recipe_trains_and_nothing_else(lisa_for_training) -> None:

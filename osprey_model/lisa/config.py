@@ -47,12 +47,16 @@ class LisaConfig:
     # LISA: [SEG]'s hidden state → text_hidden_fcs → a 256-d prompt for SAM's mask decoder.
     out_dim: int = 256
     sam_preset: str = "vit_h"  # not in the released file: its visual_model is SAM ViT-H
+    # Not in the released file either: the released template puts the image before the question. The tiny
+    # shapes model reads the question first, since an LLM trained from nothing does not learn the image-first
+    # lookup on a CPU (training/README.md, LISA); a documented departure that only it takes.
+    question_first: bool = False
 
     def llama_config(self) -> LlamaConfig:
         return LlamaConfig(**{key: getattr(self, key) for key in LLM_KEYS}, attn_implementation="sdpa")
 
     def to_dict(self) -> dict[str, Any]:
-        """The released config.json layout (plus ``lisa_sam_preset``)."""
+        """The released config.json layout (plus ``lisa_sam_preset``, and ``lisa_question_first`` if set)."""
         out: dict[str, Any] = {"architectures": ARCHITECTURES, "model_type": MODEL_TYPE}
         out.update({key: getattr(self, key) for key in LLM_KEYS})
         out.update(
@@ -70,6 +74,8 @@ class LisaConfig:
             use_cache=False,
             lisa_sam_preset=self.sam_preset,
         )
+        if self.question_first:
+            out["lisa_question_first"] = True
         return out
 
     @classmethod
@@ -89,6 +95,7 @@ class LisaConfig:
         kwargs.setdefault("num_key_value_heads", kwargs.get("num_attention_heads", cls.num_attention_heads))
         if "lisa_sam_preset" in data:
             kwargs["sam_preset"] = data["lisa_sam_preset"]
+        kwargs["question_first"] = bool(data.get("lisa_question_first", False))
         return cls(**kwargs)
 
     @classmethod

@@ -112,7 +112,7 @@ class LisaPredictor:
         """Checked before any encoding: a bad query costs nothing."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        ids = tokenize_lisa_prompt(self.tokenizer, query)
+        ids = tokenize_lisa_prompt(self.tokenizer, query, self.model.config.question_first)
         length = len(ids) - 1 + self.model.image_token_count + max_new_tokens
         limit = self.model.config.max_position_embeddings
         if length > limit:

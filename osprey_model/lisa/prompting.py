@@ -62,15 +62,26 @@ def check_query(query: str) -> str:
     return query
 
 
-def tokenize_lisa_prompt(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
-    """``<s> {system} USER: <im_start><image><im_end>\\n{query} ASSISTANT:`` as the released model reads it."""
+def tokenize_lisa_prompt(tokenizer: PreTrainedTokenizerBase, query: str, question_first: bool = False) -> list[int]:
+    """``<s> {system} USER: <im_start><image><im_end>\\n{query} ASSISTANT:`` as the released model reads it.
+
+    ``question_first`` (``LisaConfig.question_first``, the tiny shapes model only):
+    ``<s> {system} USER: {query} <im_start><image><im_end> ASSISTANT:``, so that each image token can compare
+    itself with what the question asks for.
+    """
     tokens = LisaTokens.of(tokenizer)
-    ids = list(tokenizer(f"{SYSTEM} USER:").input_ids)  # with BOS
-    ids += [tokens.im_start, IMAGE_TOKEN_INDEX, tokens.im_end]
-    query_ids = tokenizer(f"{check_query(query)} ASSISTANT:", add_special_tokens=False).input_ids
+    system = list(tokenizer(f"{SYSTEM} USER:").input_ids)  # with BOS
+    image = [tokens.im_start, IMAGE_TOKEN_INDEX, tokens.im_end]
+    if question_first:
+        query_ids = tokenizer(check_query(query), add_special_tokens=False).input_ids
+        tail = tokenizer("ASSISTANT:", add_special_tokens=False).input_ids  # "▁A" "SS" ..., as after a query
+        ids = [*system, *query_ids, *image, *tail]
+    else:
+        query_ids = tokenizer(f"{check_query(query)} ASSISTANT:", add_special_tokens=False).input_ids
+        ids = [*system, *image, *query_ids]
     if len(query_ids) > MAX_QUERY_TOKENS:
         raise ValueError(f"the query is {len(query_ids)} tokens long; at most {MAX_QUERY_TOKENS} are read")
-    return ids + list(query_ids)
+    return ids
 
 
 def answer_text(tokenizer: PreTrainedTokenizerBase, tokens: list[int]) -> str:

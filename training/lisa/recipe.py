@@ -94,8 +94,10 @@ class Sample:
     targets: torch.Tensor  # (N_seg, H, W) 0 / 1 / 255
 
 
-def make_sample(tokenizer: PreTrainedTokenizerBase, query: str, answer: str, targets: list[np.ndarray]) -> Sample:
-    prompt = tokenize_lisa_prompt(tokenizer, query)
+def make_sample(
+    tokenizer: PreTrainedTokenizerBase, query: str, answer: str, targets: list[np.ndarray], question_first: bool = False
+) -> Sample:
+    prompt = tokenize_lisa_prompt(tokenizer, query, question_first)
     target_ids = answer_ids(tokenizer, answer)
     seg = LisaTokens.of(tokenizer).seg
     if target_ids.count(seg) != len(targets):

@@ -150,7 +150,8 @@ class LisaTrainer(TrainingLoop):
     def compute_loss(self, batch: list[LisaItem]) -> tuple[torch.Tensor, dict[str, float]]:
         features, frames = self.encode(batch)
         image_tokens = self.lisa.mm_projector(features.to(self.lisa.dtype))
-        samples = [make_sample(self.tokenizer, item.query, item.answer, item.targets) for item in batch]
+        question_first = self.lisa.config.question_first  # the prompt order the model is (and will be) asked in
+        samples = [make_sample(self.tokenizer, i.query, i.answer, i.targets, question_first) for i in batch]
         states = answer_states(self.lisa, samples, list(image_tokens))
         ce = text_loss(self.lisa, states)
         mask_logits, targets, prompt_errors = [], [], []
