@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean eval-tables
+.PHONY: demo demo-lisa test lint venv clean eval-tables
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py $(INTERFACES)
 
 demo: $(STAMP)
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-demo --frames 5
+
+# the tiny LISA answers ~/reason_segment on the synthetic camera; Osprey describes each mask
+demo-lisa: $(STAMP)
+	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST $(VENV)/bin/osprey-reason-demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

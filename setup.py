@@ -31,6 +31,9 @@ setup(
         "osprey_model": [
             "checkpoints/tiny-shapes/*",
             "checkpoints/tiny-sam/*",
+            "checkpoints/tiny-lisa/*",
+            "checkpoints/tiny-lisa/LISA-tiny/*",
+            "checkpoints/tiny-lisa/clip-vit-tiny-shapes/*",
         ]
     },
     data_files=data_files(),

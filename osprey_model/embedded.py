@@ -1,5 +1,5 @@
-"""Where the embedded default checkpoints live (tiny Osprey, tiny SAM), so the node runs with no weights
-given."""
+"""Where the embedded default checkpoints live (tiny Osprey, tiny SAM, tiny LISA), so the node and the demos
+run with no weights given."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 EMBEDDED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny-shapes"
 EMBEDDED_SAM = Path(__file__).parent / "checkpoints" / "tiny-sam" / "sam_tiny.safetensors"
+EMBEDDED_LISA = Path(__file__).parent / "checkpoints" / "tiny-lisa" / "LISA-tiny"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -29,6 +30,13 @@ def default_sam_checkpoint() -> Path:
             "vit_h), or sam_preset none"
         )
     return EMBEDDED_SAM
+
+
+def default_lisa_checkpoint() -> Path:
+    """The embedded tiny LISA (its CLIP tower's folder beside it), trained by ``training.train_tiny_lisa``."""
+    if not (EMBEDDED_LISA / "config.json").is_file():
+        raise FileNotFoundError(f"no embedded LISA at {EMBEDDED_LISA}: give a LISA checkpoint folder")
+    return EMBEDDED_LISA
 
 
 def parse_dtype(name: str) -> torch.dtype:

@@ -147,7 +147,7 @@ def candidate_queries(
         if len(hidden) == 1 and categories.count(occluder.category) == 1:
             text = _pick(rng, TEMPLATES["hidden_by"], held_out).format(category=occluder.category)
             out.append(ShapesQuery("hidden_by", text + SUFFIX, hidden, shapes, masks))
-    for colour in {c for c in colours if c is not None}:
+    for colour in sorted({c for c in colours if c is not None}):  # sorted: set order changes per process
         pair = [i for i, c in enumerate(colours) if c == colour]
         if len(pair) == 2:
             pair.sort(key=lambda i: centres[i])

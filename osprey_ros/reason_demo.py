@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -28,7 +29,10 @@ from .stamps import stamp_ns
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="osprey-reason-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--lisa", required=True, help="LISA checkpoint folder (its CLIP folder beside it)")
+    parser.add_argument(
+        "--lisa", type=Path, default=None,
+        help="LISA checkpoint folder, its CLIP folder beside it (default: the embedded tiny LISA)",
+    )  # fmt: skip
     parser.add_argument("--frames", type=int, default=3, help="camera frames to ask about")
     parser.add_argument("--queries", type=int, default=3, help="queries per frame")
     parser.add_argument("--seed", type=int, default=1, help="the camera's scene and the queries' phrasing")
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from osprey_model.embedded import default_lisa_checkpoint
     from osprey_model.shapes_queries import candidate_queries
 
     from .launcher import use_large_data_profile
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init(args=["osprey-reason-demo", "--ros-args", "-r", "image:=/camera/image_raw"])
     perception = create_node_or_exit(
         parameter_overrides=[
-            Parameter("lisa_model_dir", value=args.lisa),
+            Parameter("lisa_model_dir", value=str(args.lisa or default_lisa_checkpoint())),
             Parameter("mask_source", value="topic"),  # the camera's masks: the node's worker stays light
         ]
     )

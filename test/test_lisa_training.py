@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,8 @@ from training.lisa.recipe import (
 )
 from training.loop import warmup_decay
 from training.train_tiny_sam import scene
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bce_and_dice_by_hand() -> None:
@@ -327,3 +332,19 @@ def test_shapes_queries_are_unambiguous_and_held_out_phrasings_are_new() -> None
                 assert held_out is False or q.kind != "name"  # name queries are training's first step only
     assert set(kinds) == {"colour", "geometry", "left_of", "hidden_by", "both", "name"}, kinds
     assert not train_texts & held_texts  # the held-out phrasings are never trained on
+
+
+def test_shapes_samples_are_the_same_in_every_process() -> None:
+    """The card's held-out set and the training streams are fixed by their seeds alone, not by the process's
+    string hashing (a set of colours iterated in hash order once reordered the queries, and the rng with them)."""
+    script = (
+        "import numpy as np; from training.lisa.shapes_data import shapes_sample; rng = np.random.default_rng(3); "
+        "print([shapes_sample(rng, held_out=True).query.query for _ in range(40)])"
+    )
+    outputs = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.add(result.stdout)
+    assert len(outputs) == 1

@@ -28,6 +28,7 @@ from .lisa.shapes_data import KINDS, shapes_sample
 from .train_tiny_lisa import CLIP_FOLDER, MODEL_FOLDER
 
 EVAL_SEED = 20_000  # training streams are default_rng(seed) with small seeds
+CARD_PER_KIND = 40
 
 
 def held_out_items(per_kind: int, seed: int = EVAL_SEED) -> tuple[list[EvalItem], list[list[np.ndarray]]]:
@@ -73,6 +74,14 @@ def table(results: dict[str, list[ItemResult]]) -> dict[str, dict[str, dict[str,
     return out
 
 
+PROMPT_ORDERS = {
+    False: "the released template, the image before the question.",
+    True: "the question before the image (`lisa_question_first` in config.json), a departure from the released "
+    "template: a 4-layer LLM trained from nothing on a CPU learns to find the shape a query means in that order "
+    "and not in the released one (training/README.md, LISA).",
+}
+
+
 def write_card(folder: Path, scores: dict, extra: dict) -> Path:
     rows = []
     for kind in (*KINDS, "all"):
@@ -92,10 +101,11 @@ meant shape's mask comes out, after the answer names it and says roughly where i
 star (column 3, row 5) [SEG]."). For the demo and
 the tests: it knows nothing but the shapes world.
 
-- LLM: LLaMA 128 wide, 4 layers, vocabulary {extra["vocab"]} (a BPE trained on the shapes world's text).
-- CLIP: ViT 64 wide, 4 layers, 224 px, 14 px patches (256 image tokens, as ViT-L/14), the second-to-last
-  layer, CLS dropped; the frame squashed to 224 × 224 (no centre crop).
+- LLM: LLaMA {extra["llm"]}, vocabulary {extra["vocab"]} (a BPE trained on the shapes world's text).
+- CLIP: ViT {extra["tower"]}, the second-to-last layer, CLS dropped; the frame squashed to a square (no
+  centre crop).
 - SAM: the embedded tiny SAM (`tiny-sam`), its mask decoder fine-tuned here.
+- Prompt: {extra["prompt_order"]}
 
 ## Held-out evaluation
 
@@ -127,10 +137,12 @@ stays there; so each part learns its job first.
 1. **clip**: the CLIP tower from per-patch labels (the colour and kind of shape seen there).
 2. **click**: SAM's mask decoder learns one-token prompts (a click's embedding without SAM's padding token,
    the form a `[SEG]` prompt has).
-3. **ground**: LLM, projector and `text_hidden_fcs` in full (LISA starts from a trained LLaVA; this one from
+3. **answer**: LLM and projector learn the answers' text (which shape, roughly where) from a pool of scenes
+   whose tower features are computed once (no SAM, so many cheap steps): the lookup of the meant shape.
+4. **ground**: LLM, projector and `text_hidden_fcs` in full (LISA starts from a trained LLaVA; this one from
    nothing): text CE + the released mask loss + a regression of each `[SEG]` prompt onto the embedding of a
    click deep inside its target.
-4. **lisa**: the released recipe — LoRA r=8 (α 16, dropout 0.05) on q/v, `embed_tokens`, `lm_head`,
+5. **lisa**: the released recipe — LoRA r=8 (α 16, dropout 0.05) on q/v, `embed_tokens`, `lm_head`,
    `text_hidden_fcs` and SAM's mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100
    warm-up steps; LoRA merged into the saved weights.
 
@@ -144,7 +156,7 @@ Each stage's `metrics.csv` is written under the training `--out` folder.
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help=f"folder holding {MODEL_FOLDER}/ and {CLIP_FOLDER}/")
-    parser.add_argument("--per-kind", type=int, default=40)
+    parser.add_argument("--per-kind", type=int, default=CARD_PER_KIND)
     args = parser.parse_args(argv)
     predictor = LisaPredictor.from_pretrained(args.folder / MODEL_FOLDER, args.folder / CLIP_FOLDER)
     items, visible = held_out_items(args.per_kind)
@@ -158,7 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     named = np.mean(
         [same_text(r.answer, item.expected_answer) for r, item in zip(results["tiny LISA"], items, strict=True)]
     )
+    assert predictor.model.vision_tower is not None  # a predictor always has its tower
+    config, tower = predictor.model.config, predictor.model.vision_tower.config
     extra = {
+        "llm": f"{config.hidden_size} wide, {config.num_hidden_layers} layers",
+        "tower": f"{tower.hidden_size} wide, {tower.num_hidden_layers} layers, {tower.image_size} px, "
+        f"{tower.patch_size} px patches ({(tower.image_size // tower.patch_size) ** 2} image tokens)",
+        "prompt_order": PROMPT_ORDERS[config.question_first],
         "queries": len(items),
         "seg_count_accuracy": float(right_count),
         "named_accuracy": float(named),

@@ -12,11 +12,16 @@ shape at once and stays there (``sam-and-evaluation-facts.md``). Each stage is a
    layer LLaVA uses (second-to-last).
 2. ``click``: SAM's mask decoder, starting from the shipped tiny SAM (trained on points and boxes), learns
    one-token prompts — a click's embedding alone, the form a ``[SEG]`` prompt has.
-3. ``ground``: the LLM, projector and ``text_hidden_fcs`` (LISA starts from a trained LLaVA; ours starts
+3. ``answer``: the LLM and projector learn the answers' text from a pool of scenes whose tower features are
+   computed once — no SAM, so a step is cheap, and the lookup of the meant shape among the image tokens gets
+   the thousands of steps it needs. The prompt puts the question before the image (``--prompt-order``): in
+   the released order a 4-layer LLM trained from nothing does not learn that lookup on a CPU
+   (``training.lisa.lookup_probe``).
+4. ``ground``: the LLM, projector and ``text_hidden_fcs`` (LISA starts from a trained LLaVA; ours starts
    from nothing) learn to answer — naming the meant shape and its coarse place, then ``[SEG]`` — and to
    make each ``[SEG]`` prompt a click deep inside that shape: text CE + the released mask loss + a
    regression onto the click's embedding; SAM frozen.
-4. ``lisa``: the released recipe — LoRA r=8 on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs`` and
+5. ``lisa``: the released recipe — LoRA r=8 on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs`` and
    the mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100 warm-up steps.
 
 The result is a released-layout folder (``LISA-tiny``) and its CLIP tower's own folder beside it; the card's
@@ -37,7 +42,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    PreTrainedTokenizerFast,
+)
 
 from osprey_model.image_processing import CLIP_MEAN, CLIP_STD
 from osprey_model.lisa import LisaForCausalLM
@@ -48,7 +61,8 @@ from osprey_model.shapes import CATEGORIES, COLOURS
 from osprey_model.shapes_queries import innermost_point
 
 from .lisa.losses import mask_bce, mask_dice
-from .lisa.shapes_data import corpus, shapes_sample
+from .lisa.recipe import answer_states, make_sample, text_loss
+from .lisa.shapes_data import ShapesSample, corpus, shapes_sample
 from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer
 from .loop import METRICS_FILE, TrainingLoop
 from .shapes_world import scene
@@ -56,6 +70,7 @@ from .tokenizer import train_tokenizer
 
 MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
 CLIP_IMAGE_SIZE, CLIP_PATCH = 112, 14
+ANSWER_WEIGHTS = "answer_llm.safetensors"
 TINY_SAM = Path(__file__).resolve().parents[1] / "osprey_model/checkpoints/tiny-sam/sam_tiny.safetensors"
 
 
@@ -82,7 +97,9 @@ def tiny_image_processor(size: int = CLIP_IMAGE_SIZE) -> CLIPImageProcessor:
     )
 
 
-def tiny_lisa_config(vocab_size: int) -> LisaConfig:
+def tiny_lisa_config(vocab_size: int, question_first: bool = True) -> LisaConfig:
+    """4 x 128 LLaMA. ``question_first``: the question before the image (not the released order; see
+    ``LisaConfig.question_first``)."""
     return LisaConfig(
         vocab_size=vocab_size,
         hidden_size=128,
@@ -94,13 +111,24 @@ def tiny_lisa_config(vocab_size: int) -> LisaConfig:
         mm_vision_tower=CLIP_FOLDER,
         mm_hidden_size=tiny_clip_config().hidden_size,
         sam_preset="tiny",
+        question_first=question_first,
     )
 
 
-def build_tokenizer():
+def build_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer = train_tokenizer(corpus(), vocab_size=400, region_tokens=False)
     tokenizer.add_tokens([IM_START, IM_END], special_tokens=True)
     tokenizer.add_tokens([SEG])  # a plain added token, as released
+    return tokenizer
+
+
+def run_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
+    """The run's tokenizer, built once and kept in ``folder``: BPE training breaks ties differently from one
+    process to the next, so a stage reloaded after a crash must read the ids it was trained with."""
+    if (folder / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(str(folder))
     return tokenizer
 
 
@@ -217,7 +245,74 @@ class ClickPretraining(TrainingLoop):
         self.segmenter.sam.mask_decoder.load_state_dict(load_file(checkpoint / "mask_decoder.safetensors"))
 
 
-# ---- stages 3 and 4: the LISA chain ------------------------------------------------------------------------
+# ---- stage 3: answers, read off cached tower features --------------------------------------------------------
+class AnswerPretraining(TrainingLoop):
+    """The LLM and projector learn the answers' text (which shape, roughly where) from a pool of scenes whose
+    frozen tower features are computed once: no SAM, so a step costs a tenth of a ground step, and the lookup
+    gets the many steps it needs before the chain is trained."""
+
+    def __init__(
+        self,
+        model: LisaForCausalLM,
+        tokenizer,
+        out: Path,
+        steps: int,
+        batch_size: int,
+        pool_size: int,
+        seed: int,
+        save_every: int = 0,
+    ) -> None:
+        self.lisa, self.tokenizer, self.batch_size, self.pool_size = model, tokenizer, batch_size, pool_size
+        self.rng = np.random.default_rng(seed)
+        self.pool: list[ShapesSample] = []
+        self.features = torch.zeros(0)
+        params = [*model.language_model.parameters(), *model.mm_projector.parameters()]
+        super().__init__(
+            model, params, out, name="answer", total_steps=steps, learning_rate=1e-3, warmup_steps=100,
+            save_every=save_every,
+        )  # fmt: skip
+
+    def make_pool(self) -> None:
+        """Scenes and their tower features, once (the tower is frozen)."""
+        assert self.lisa.vision_tower is not None
+        self.pool = [shapes_sample(self.rng) for _ in range(self.pool_size)]
+        processor = tiny_image_processor(self.lisa.vision_tower.config.image_size)
+        features = []
+        with torch.no_grad():
+            for start in range(0, len(self.pool), 64):
+                images = [sample.image for sample in self.pool[start : start + 64]]
+                pixels = processor(images=images, return_tensors="pt", input_data_format="channels_last")
+                features.append(self.lisa.clip_features(pixels["pixel_values"]))
+        self.features = torch.cat(features)
+
+    def batches(self) -> Iterator[np.ndarray]:
+        if not self.pool:
+            self.make_pool()
+        while True:
+            yield self.rng.integers(len(self.pool), size=self.batch_size)
+
+    def compute_loss(self, batch: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        question_first = self.lisa.config.question_first
+        samples = []
+        for i in batch:
+            query, targets = self.pool[i].query, [t.astype(np.uint8) for t in self.pool[i].targets]
+            samples.append(make_sample(self.tokenizer, query.query, query.answer, targets, question_first))
+        image_tokens = self.lisa.mm_projector(self.features[torch.as_tensor(batch)])
+        ce = text_loss(self.lisa, answer_states(self.lisa, samples, list(image_tokens)))
+        return ce, {"ce": ce.item()}
+
+    def save_model(self, target: Path, final: bool) -> None:
+        state = {f"language_model.{k}": v for k, v in self.lisa.language_model.state_dict().items()}
+        state.update({f"mm_projector.{k}": v for k, v in self.lisa.mm_projector.state_dict().items()})
+        save_file({k: v.contiguous() for k, v in state.items()}, target / ANSWER_WEIGHTS)
+
+    def load_model(self, checkpoint: Path) -> None:
+        state = load_file(checkpoint / ANSWER_WEIGHTS)
+        for name, module in (("language_model", self.lisa.language_model), ("mm_projector", self.lisa.mm_projector)):
+            module.load_state_dict({k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")})
+
+
+# ---- stages 4 and 5: the LISA chain ------------------------------------------------------------------------
 def shapes_items(seed: int, segmenter: SamSegmenter | None = None) -> Iterator[LisaItem]:
     """Shapes-world questions; with ``segmenter``, each carries SAM's embedding of a click deep inside each
     target (the ground stage's regression target)."""
@@ -239,7 +334,11 @@ def write_release(model: LisaForCausalLM, tokenizer, tower: CLIPVisionModel, out
     model.float()
     tokenizer.save_pretrained(model_dir)
     config = tower.config
-    text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    # The text tower is never used (LISA reads the vision tower only); a small vocabulary keeps the file small.
+    text = CLIPTextConfig(
+        vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        bos_token_id=998, eos_token_id=999,
+    )  # fmt: skip
     clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=config.to_dict(), projection_dim=16))
     clip.vision_model.load_state_dict(tower.vision_model.state_dict())
     clip.half().save_pretrained(clip_dir)
@@ -252,11 +351,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clip-steps", type=int, default=600)
     parser.add_argument("--click-steps", type=int, default=300)
+    parser.add_argument("--answer-steps", type=int, default=3000)
+    parser.add_argument("--answer-pool", type=int, default=6000, help="scenes whose tower features are cached")
     parser.add_argument("--ground-steps", type=int, default=1500)
     parser.add_argument("--lisa-steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--prompt-weight", type=float, default=4.0)
     parser.add_argument("--save-every", type=int, default=250, help="steps between resumable checkpoints")
+    parser.add_argument(
+        "--prompt-order", choices=("question-first", "released"), default="question-first",
+        help="question-first: the query before the image, which a 4-layer LLM trained from nothing can look up "
+        "(training/README.md, LISA); released: the image first, as LISA is asked",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -295,10 +401,15 @@ def main() -> None:
     click_stage = ClickPretraining(segmenter, args.out / "click", args.click_steps, 8, args.seed)
     run_or_reuse(click_stage, "mask_decoder.safetensors", args.click_steps)
 
-    tokenizer = build_tokenizer()
-    model = LisaForCausalLM(tiny_lisa_config(len(tokenizer)), tower.config)
+    tokenizer = run_tokenizer(args.out / "tokenizer")
+    lisa_config = tiny_lisa_config(len(tokenizer), question_first=args.prompt_order == "question-first")
+    model = LisaForCausalLM(lisa_config, tower.config)
     model.vision_tower = tower
     model.visual_model = sam
+    answer_stage = AnswerPretraining(
+        model, tokenizer, args.out / "answer", args.answer_steps, 32, args.answer_pool, args.seed + 2, args.save_every
+    )
+    run_or_reuse(answer_stage, ANSWER_WEIGHTS, args.answer_steps)
     processor = tiny_image_processor()
     stages = [
         LisaTrainConfig(
