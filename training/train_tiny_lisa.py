@@ -254,7 +254,7 @@ class AnswerPretraining(TrainingLoop):
     def __init__(
         self,
         model: LisaForCausalLM,
-        tokenizer,
+        tokenizer: PreTrainedTokenizerFast,
         out: Path,
         steps: int,
         batch_size: int,

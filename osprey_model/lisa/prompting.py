@@ -66,7 +66,7 @@ def tokenize_lisa_prompt(tokenizer: PreTrainedTokenizerBase, query: str, questio
     """``<s> {system} USER: <im_start><image><im_end>\\n{query} ASSISTANT:`` as the released model reads it.
 
     ``question_first`` (``LisaConfig.question_first``, the tiny shapes model only):
-    ``<s> {system} USER: {query} <im_start><image><im_end> ASSISTANT:``, so that each image token can compare
+    ``<s> {system} USER: {query}<im_start><image><im_end> ASSISTANT:``, so that each image token can compare
     itself with what the question asks for.
     """
     tokens = LisaTokens.of(tokenizer)
