@@ -132,6 +132,24 @@ def run_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def patch_states(tower: CLIPVisionModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The image tokens LLaVA reads: the second-to-last layer's states, CLS dropped (the model's own is
+    ``LisaForCausalLM.clip_features``)."""
+    return tower(pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
+
+
+@torch.no_grad()
+def frozen_patch_states(
+    tower: CLIPVisionModel, processor: CLIPImageProcessor, images: list[np.ndarray], chunk: int = 64
+) -> torch.Tensor:
+    """``patch_states`` of many images at once, for stages that cache a frozen tower's output."""
+    features = []
+    for start in range(0, len(images), chunk):
+        pixels = processor(images=images[start : start + chunk], return_tensors="pt", input_data_format="channels_last")
+        features.append(patch_states(tower, pixels["pixel_values"]))
+    return torch.cat(features)
+
+
 def scene_batches(rng: np.random.Generator, size: int) -> Iterator[list]:
     """Endless batches of fresh shapes-world scenes (image, visible masks, full masks, shapes)."""
     while True:
@@ -171,7 +189,7 @@ class ClipPretraining(TrainingLoop):
         images = [image for image, *_ in batch]
         labels = [patch_labels(visible, shapes, self.grid) for _, visible, _, shapes in batch]
         pixels = self.processor(images=images, return_tensors="pt", input_data_format="channels_last")
-        states = self.tower(pixels["pixel_values"], output_hidden_states=True).hidden_states[-2][:, 1:]
+        states = patch_states(self.tower, pixels["pixel_values"])
         colour = torch.as_tensor(np.stack([c for c, _ in labels])).flatten(1)
         kind = torch.as_tensor(np.stack([k for _, k in labels])).flatten(1)
         index = torch.arange(self.grid * self.grid).expand(len(batch), -1)
@@ -276,14 +294,9 @@ class AnswerPretraining(TrainingLoop):
         """Scenes and their tower features, once (the tower is frozen)."""
         assert self.lisa.vision_tower is not None
         self.pool = [shapes_sample(self.rng) for _ in range(self.pool_size)]
-        processor = tiny_image_processor(self.lisa.vision_tower.config.image_size)
-        features = []
-        with torch.no_grad():
-            for start in range(0, len(self.pool), 64):
-                images = [sample.image for sample in self.pool[start : start + 64]]
-                pixels = processor(images=images, return_tensors="pt", input_data_format="channels_last")
-                features.append(self.lisa.clip_features(pixels["pixel_values"]))
-        self.features = torch.cat(features)
+        tower = self.lisa.vision_tower
+        processor = tiny_image_processor(tower.config.image_size)
+        self.features = frozen_patch_states(tower, processor, [sample.image for sample in self.pool])
 
     def batches(self) -> Iterator[np.ndarray]:
         if not self.pool:

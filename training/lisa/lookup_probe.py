@@ -37,7 +37,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModel, LlamaConfig, Llama
 from osprey_model.shapes_queries import innermost_point
 
 from ..shapes_world import HEIGHT, WIDTH
-from ..train_tiny_lisa import tiny_clip_config, tiny_image_processor
+from ..train_tiny_lisa import frozen_patch_states, tiny_clip_config, tiny_image_processor
 from .shapes_data import shapes_sample
 
 
@@ -56,15 +56,9 @@ def lookup_set(
 ) -> LookupSet:
     rng = np.random.default_rng(seed)
     samples = [shapes_sample(rng, held_out=held_out, kind=kinds[i % len(kinds)]) for i in range(count)]
-    features = []
-    with torch.no_grad():
-        for start in range(0, count, 64):
-            images = [s.image for s in samples[start : start + 64]]
-            pixels = processor(images=images, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
-            features.append(tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:])
     points = [innermost_point(s.targets[0]) for s in samples]
     return LookupSet(
-        features=torch.cat(features),
+        features=frozen_patch_states(tower, processor, [s.image for s in samples]),
         queries=[s.query.query for s in samples],
         points=torch.tensor([[x / WIDTH, y / HEIGHT] for x, y in points]),
         kinds=[s.query.kind for s in samples],
