@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from ros_harness import domain_id, ros_env
 
@@ -19,12 +21,20 @@ from osprey_model.embedded import EMBEDDED_LISA
 from osprey_model.lisa import LisaPredictor
 from osprey_model.sam import SamSegmenter
 from osprey_model.shapes import random_shapes, render
-from osprey_model.shapes_queries import COLOUR_KNOWLEDGE
-from training.evaluate_lisa import evaluate
+from osprey_model.shapes_queries import COLOUR_KNOWLEDGE, TEMPLATES
+from training.evaluate_lisa import ItemResult, evaluate
 from training.evaluate_lisa import main as evaluate_main
 from training.lisa.trainer import LisaTrainConfig, LisaTrainer
-from training.lisa_card import CARD_PER_KIND, baseline, held_out_items, table
-from training.train_tiny_lisa import shapes_items
+from training.lisa_card import CARD_PER_KIND, VALIDATION_SEED, baseline, held_out_items, margins, table
+from training.train_tiny_lisa import (
+    ClipPretraining,
+    choose_on_validation,
+    patch_labels,
+    patch_states,
+    scene_batches,
+    shapes_items,
+    tiny_clip_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,19 +89,50 @@ def test_released_recipe_run_merges_lora_into_the_saved_weights(tmp_path: Path) 
     assert not any("lora" in name for name in predictor.model.state_dict())
 
 
+def test_the_clip_stage_weights_its_kind_of_shape_term(tmp_path: Path) -> None:
+    from transformers import CLIPVisionModel
+
+    tower = CLIPVisionModel(tiny_clip_config(width=32, layers=2))
+    assert tower.config.hidden_size == 32 and tower.config.num_hidden_layers == 2
+    batch = next(scene_batches(np.random.default_rng(0), 2))
+    plain = ClipPretraining(tower, tmp_path / "plain", 1, 2, seed=0)
+    weighted = ClipPretraining(tower, tmp_path / "weighted", 1, 2, seed=0, kind_weight=3.0)
+    weighted.heads.load_state_dict(plain.heads.state_dict())
+    (total, terms), (weighted_total, weighted_terms) = plain.compute_loss(batch), weighted.compute_loss(batch)
+    assert terms == weighted_terms and set(terms) == {"colour", "kind", "row", "column"}
+    assert total.item() == pytest.approx(sum(terms.values()), rel=1e-4)
+    assert weighted_total.item() == pytest.approx(total.item() + 2 * terms["kind"], rel=1e-4)
+    everywhere = ClipPretraining(tower, tmp_path / "everywhere", 1, 2, seed=0, kind_on_shapes_only=False)
+    everywhere.heads.load_state_dict(plain.heads.state_dict())
+    states = patch_states(
+        tower,
+        everywhere.processor(images=[b[0] for b in batch], return_tensors="pt", input_data_format="channels_last")[
+            "pixel_values"
+        ],
+    )
+    kinds = torch.as_tensor(np.stack([patch_labels(v, s, everywhere.grid)[1] for _, v, _, s in batch])).flatten()
+    logits = everywhere.heads["kind"](states).flatten(0, 1)
+    assert everywhere.compute_loss(batch)[1]["kind"] == pytest.approx(F.cross_entropy(logits, kinds).item(), rel=1e-4)
+    on_shape = kinds > 0  # the default counts shape patches only
+    assert terms["kind"] == pytest.approx(F.cross_entropy(logits[on_shape], kinds[on_shape]).item(), rel=1e-4)
+
+
 def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     """A few steps of every stage; the result loads and answers (what it answers is the card's business)."""
     out = tmp_path / "tiny"
     command = [sys.executable, "-m", "training.train_tiny_lisa", "--out", str(out), "--clip-steps", "2"]
     command += ["--click-steps", "2", "--answer-steps", "2", "--answer-pool", "8"]
-    command += ["--ground-steps", "2", "--lisa-steps", "2", "--batch-size", "2"]
+    command += ["--ground-steps", "2", "--lisa-steps", "2", "--batch-size", "2", "--validation-per-kind", "1"]
+    command += ["--clip-width", "32", "--clip-layers", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in ("clip", "click", "answer", "ground", "lisa"):
         assert len(list(csv.DictReader((out / stage / "metrics.csv").open()))) == 2, stage
     record = json.loads((out / "LISA-tiny" / "training.json").read_text())
     assert [run["stage"] for run in record["runs"]] == ["clip", "click", "answer", "ground", "released"]
-    assert json.loads((out / "LISA-tiny" / "config.json").read_text())["lisa_question_first"] is True
+    assert record["validation"]["shipped"] in {"ground", "released"}
+    config = json.loads((out / "LISA-tiny" / "config.json").read_text())
+    assert config["lisa_question_first"] is True and config["mm_hidden_size"] == 32
     predictor = LisaPredictor.from_pretrained(out / "LISA-tiny")  # the CLIP folder is found beside it
     image, _ = render(random_shapes(np.random.default_rng(0), 320, 240, 3), 320, 240)
     result = predictor.segment(image, "Which shape has three corners?", max_new_tokens=4)
@@ -148,6 +189,56 @@ def test_card_baselines_by_hand() -> None:
                    for iou, t in zip(single.ious, item.targets, strict=True))  # fmt: skip
     scores = table({"everything": everything})
     assert set(scores["everything"]) == {"colour", "geometry", "left_of", "hidden_by", "both", "all"}
+
+
+def test_card_margins_bootstrap_the_lead_over_a_baseline() -> None:
+    def rows(ious: list[float]) -> list[ItemResult]:
+        return [ItemResult(str(i), "colour", "q", "a", [iou], [int(100 * iou)], [100]) for i, iou in enumerate(ious)]
+
+    baseline_rows = rows([0.2, 0.3, 0.4, 0.5] * 10)
+    same = margins(baseline_rows, baseline_rows)
+    assert same["giou"] == {"lead": 0.0, "low": 0.0, "high": 0.0} and same["ciou"]["lead"] == 0.0
+    better = margins(rows([0.3, 0.4, 0.5, 0.6] * 10), baseline_rows)  # 0.1 ahead on every query
+    assert better["giou"]["lead"] == pytest.approx(0.1) and better["giou"]["low"] == pytest.approx(0.1, abs=1e-3)
+    mixed = margins(rows([0.6, 0.1] * 20), rows([0.2, 0.4] * 20))  # ahead on average, behind on half
+    assert mixed["giou"]["lead"] == pytest.approx(0.05)
+    assert mixed["giou"]["low"] < 0 < mixed["giou"]["lead"] < mixed["giou"]["high"]  # a lead within the noise
+
+
+def _phrasing(query: str, held_out: bool) -> bool:
+    """Whether ``query`` opens with one of the training (or held-out) sentence templates, whatever fills it."""
+    patterns = [re.sub(r"\\\{\w+\\\}", ".+", re.escape(t)) for pair in TEMPLATES.values() for t in pair[held_out]]
+    return any(re.match(pattern, query) for pattern in patterns)
+
+
+def test_validation_queries_share_neither_scenes_nor_phrasings_with_the_card() -> None:
+    card, _ = held_out_items(2)
+    validation, _ = held_out_items(2, VALIDATION_SEED, held_out_phrasings=False)
+    assert all(_phrasing(item.query, held_out=True) for item in card)
+    assert all(
+        _phrasing(item.query, held_out=False) and not _phrasing(item.query, held_out=True) for item in validation
+    )
+    assert not any(np.array_equal(a.image, b.image) for a in card for b in validation)
+
+
+def test_a_run_ships_the_stage_that_scores_higher_on_validation(tmp_path: Path, monkeypatch) -> None:
+    from osprey_model.lisa.tiny import create_tiny_lisa
+    from training import lisa_card
+
+    ground_dir, clip_dir = create_tiny_lisa(tmp_path / "ground", seed=1)
+    released_dir, _ = create_tiny_lisa(tmp_path / "released", seed=2)
+    ground, released = (
+        LisaPredictor.from_pretrained(d, clip_dir).model.state_dict() for d in (ground_dir, released_dir)
+    )
+    score: dict[Path, float] = {}
+    monkeypatch.setattr(lisa_card, "validation_scores", lambda model, clip, per_kind: {"giou": score[model], "ciou": 0})
+    for winner in ("released", "ground"):  # the released-layout shards written first must not outlive the swap
+        score.update({ground_dir: 0.5 if winner == "ground" else 0.4, released_dir: 0.45})
+        record = choose_on_validation(ground_dir, released_dir, clip_dir, per_kind=3)
+        assert record["shipped"] == winner and record["scores"]["ground"]["giou"] == score[ground_dir]
+        shipped = LisaPredictor.from_pretrained(released_dir, clip_dir).model.state_dict()
+        expected = ground if winner == "ground" else released
+        assert all(torch.allclose(shipped[k].float(), v.float(), atol=2e-3, rtol=2e-3) for k, v in expected.items())
 
 
 def test_the_shipped_tiny_lisa_beats_both_baselines_on_held_out_scenes() -> None:

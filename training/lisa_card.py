@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import re
+import textwrap
 import time
 from pathlib import Path
 
@@ -28,21 +29,34 @@ from .lisa.shapes_data import KINDS, shapes_sample
 from .train_tiny_lisa import CLIP_FOLDER, MODEL_FOLDER
 
 EVAL_SEED = 20_000  # training streams are default_rng(seed) with small seeds
+VALIDATION_SEED = 30_000  # choosing between a run's stages: scenes neither training nor the card draws
 CARD_PER_KIND = 40
 
 
-def held_out_items(per_kind: int, seed: int = EVAL_SEED) -> tuple[list[EvalItem], list[list[np.ndarray]]]:
-    """``per_kind`` queries of each kind in held-out phrasings, and each item's visible shapes (for baselines)."""
+def held_out_items(
+    per_kind: int, seed: int = EVAL_SEED, held_out_phrasings: bool = True
+) -> tuple[list[EvalItem], list[list[np.ndarray]]]:
+    """``per_kind`` queries of each kind (in held-out phrasings unless told), and each item's visible shapes
+    (for baselines)."""
     items, visible = [], []
     for k, kind in enumerate(KINDS):
         rng = np.random.default_rng(seed + 1000 * k)
         for i in range(per_kind):
-            sample = shapes_sample(rng, held_out=True, kind=kind)
+            sample = shapes_sample(rng, held_out=held_out_phrasings, kind=kind)
             targets = [t.astype(np.uint8) for t in sample.targets]
             query = sample.query
             items.append(EvalItem(f"{kind}-{i}", sample.image, query.query, targets, kind, query.answer))
             visible.append([m for m in sample.masks if m.sum() >= MIN_VISIBLE_PIXELS])
     return items, visible
+
+
+def validation_scores(model_dir: Path, clip_dir: Path, per_kind: int) -> dict[str, float]:
+    """gIoU / cIoU on validation scenes in training's phrasings: what a run may choose by without looking at
+    the card's held-out scenes or phrasings."""
+    predictor = LisaPredictor.from_pretrained(model_dir, clip_dir)
+    items, _ = held_out_items(per_kind, VALIDATION_SEED, held_out_phrasings=False)
+    scores = summarise(evaluate(predictor, items))
+    return {"giou": scores.giou, "ciou": scores.ciou}
 
 
 def same_text(answer: str, expected: str) -> bool:
@@ -74,6 +88,27 @@ def table(results: dict[str, list[ItemResult]]) -> dict[str, dict[str, dict[str,
     return out
 
 
+def margins(
+    model: list[ItemResult], baseline_results: list[ItemResult], draws: int = 2000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """The model's lead over a baseline on the same queries, gIoU and cIoU, with a 95 % paired bootstrap
+    interval over queries (a query's masks are drawn together): whether a lead is clear or within the noise of
+    a few hundred masks."""
+
+    def lead(rows: np.ndarray) -> tuple[float, float]:
+        ours, theirs = summarise([model[i] for i in rows]), summarise([baseline_results[i] for i in rows])
+        return ours.giou - theirs.giou, ours.ciou - theirs.ciou
+
+    rng = np.random.default_rng(seed)
+    drawn = np.array([lead(rng.integers(len(model), size=len(model))) for _ in range(draws)])
+    observed = lead(np.arange(len(model)))
+    return {
+        metric: {"lead": round(observed[m], 4), "low": round(float(np.percentile(drawn[:, m], 2.5)), 4),
+                 "high": round(float(np.percentile(drawn[:, m], 97.5)), 4)}
+        for m, metric in enumerate(("giou", "ciou"))
+    }  # fmt: skip
+
+
 PROMPT_ORDERS = {
     False: "the released template, the image before the question.",
     True: "the question before the image (`lisa_question_first` in config.json), a departure from the released "
@@ -92,6 +127,24 @@ def write_card(folder: Path, scores: dict, extra: dict) -> Path:
     stage_lines = "\n".join(
         f"| {run['stage']} | {run.get('steps', '')} | {run['minutes']} |" for run in training["runs"]
     )
+    lead_lines = "\n".join(
+        f"- Lead over {name}: "
+        + ", ".join(
+            f"{label} {m[metric]['lead']:+.3f} (95 % CI {m[metric]['low']:+.3f} to {m[metric]['high']:+.3f})"
+            for metric, label in (("giou", "gIoU"), ("ciou", "cIoU"))
+        )
+        + " (paired bootstrap over queries)."
+        for name, m in extra["margins"].items()
+    )
+    shipped = "the last stage's weights."
+    if "validation" in training:
+        chosen, figures = training["validation"], training["validation"]["scores"]
+        shipped = (
+            f"the {chosen['shipped']} stage's weights, chosen on {chosen['per_kind']} validation queries per kind "
+            f"(scenes from seeds {VALIDATION_SEED}+, training's phrasings; gIoU / cIoU: "
+            + ", ".join(f"{stage} {v['giou']:.3f} / {v['ciou']:.3f}" for stage, v in figures.items())
+            + ")."
+        )
     text = f"""# tiny LISA (shapes world)
 
 A reasoning-segmentation model at toy scale, in the released LISA layout: `{MODEL_FOLDER}/` (config.json,
@@ -118,6 +171,7 @@ shape drawn at random.
 |---|---|{"---|" * len(scores)}
 {chr(10).join(rows)}
 
+{lead_lines}
 - Answers with the right number of `[SEG]`: {extra["seg_count_accuracy"]:.1%}.
 - Time per query: {extra["seconds_per_query"] * 1000:.0f} ms on {extra["machine"]} (CLIP + SAM encoders,
   generation, SAM decoder).
@@ -146,7 +200,7 @@ stays there; so each part learns its job first.
    `text_hidden_fcs` and SAM's mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100
    warm-up steps; LoRA merged into the saved weights.
 
-Each stage's `metrics.csv` is written under the training `--out` folder.
+{textwrap.fill(f"Shipped: {shipped} Each stage's `metrics.csv` is written under the training `--out` folder.", 110)}
 """
     path = folder / "README.md"
     path.write_text(text, encoding="utf-8")
@@ -166,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     results["everything"] = baseline("everything", items, visible)
     results["random shape"] = baseline("random shape", items, visible)
     scores = table(results)
+    leads = {name: margins(results["tiny LISA"], results[name]) for name in ("everything", "random shape")}
     right_count = np.mean([r.answer.count("[SEG]") == len(r.ious) for r in results["tiny LISA"]])
     named = np.mean(
         [same_text(r.answer, item.expected_answer) for r, item in zip(results["tiny LISA"], items, strict=True)]
@@ -183,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds_per_query": seconds,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "vocab": predictor.model.config.vocab_size,
+        "margins": leads,
     }
     (args.folder / "eval_results.json").write_text(json.dumps({"scores": scores, **extra}, indent=2) + "\n")
     print(write_card(args.folder, scores, extra))

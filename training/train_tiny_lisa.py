@@ -24,6 +24,9 @@ shape at once and stays there (``sam-and-evaluation-facts.md``). Each stage is a
 5. ``lisa``: the released recipe — LoRA r=8 on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs`` and
    the mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100 warm-up steps.
 
+Then validation queries (their own seed range, training's phrasings) choose whether the ground stage's weights
+or the released stage's ship (``--validation-per-kind``): the card's held-out set never decides.
+
 The result is a released-layout folder (``LISA-tiny``) and its CLIP tower's own folder beside it; the card's
 figures come from ``python -m training.lisa_card``.
 """
@@ -53,7 +56,7 @@ from transformers import (
 )
 
 from osprey_model.image_processing import CLIP_MEAN, CLIP_STD
-from osprey_model.lisa import LisaForCausalLM
+from osprey_model.lisa import LisaForCausalLM, LisaPredictor
 from osprey_model.lisa.config import LisaConfig
 from osprey_model.lisa.prompting import IM_END, IM_START, SEG
 from osprey_model.sam import SamSegmenter, load_sam
@@ -74,13 +77,13 @@ ANSWER_WEIGHTS = "answer_llm.safetensors"
 TINY_SAM = Path(__file__).resolve().parents[1] / "osprey_model/checkpoints/tiny-sam/sam_tiny.safetensors"
 
 
-def tiny_clip_config() -> CLIPVisionConfig:
+def tiny_clip_config(width: int = 64, layers: int = 4) -> CLIPVisionConfig:
     """ViT/14 as ViT-L/14, but at 112 px: 64 image tokens (the release: 256), which a 4-layer LLM learns to
-    search in far fewer steps; 64 wide, 4 layers."""
+    search in far fewer steps."""
     return CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         image_size=CLIP_IMAGE_SIZE,
         patch_size=CLIP_PATCH,
@@ -97,7 +100,7 @@ def tiny_image_processor(size: int = CLIP_IMAGE_SIZE) -> CLIPImageProcessor:
     )
 
 
-def tiny_lisa_config(vocab_size: int, question_first: bool = True) -> LisaConfig:
+def tiny_lisa_config(vocab_size: int, question_first: bool = True, vision_width: int = 64) -> LisaConfig:
     """4 x 128 LLaMA. ``question_first``: the question before the image (not the released order; see
     ``LisaConfig.question_first``)."""
     return LisaConfig(
@@ -109,7 +112,7 @@ def tiny_lisa_config(vocab_size: int, question_first: bool = True) -> LisaConfig
         num_key_value_heads=4,
         max_position_embeddings=512,
         mm_vision_tower=CLIP_FOLDER,
-        mm_hidden_size=tiny_clip_config().hidden_size,
+        mm_hidden_size=vision_width,
         sam_preset="tiny",
         question_first=question_first,
     )
@@ -167,9 +170,20 @@ def patch_labels(masks: list[np.ndarray], shapes, grid: int) -> tuple[np.ndarray
 
 
 class ClipPretraining(TrainingLoop):
-    def __init__(self, tower: CLIPVisionModel, out: Path, steps: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        tower: CLIPVisionModel,
+        out: Path,
+        steps: int,
+        batch_size: int,
+        seed: int,
+        kind_weight: float = 1.0,
+        learning_rate: float = 1e-3,
+        kind_on_shapes_only: bool = True,
+    ) -> None:
         width, grid = tower.config.hidden_size, tower.config.image_size // tower.config.patch_size
-        self.tower, self.grid, self.batch_size = tower, grid, batch_size
+        self.tower, self.grid, self.batch_size, self.kind_weight = tower, grid, batch_size, kind_weight
+        self.kind_on_shapes_only = kind_on_shapes_only
         self.heads = nn.ModuleDict(
             {
                 "colour": nn.Linear(width, len(COLOURS) + 1),
@@ -180,7 +194,9 @@ class ClipPretraining(TrainingLoop):
         )
         self.processor, self.rng = tiny_image_processor(), np.random.default_rng(seed)
         params = [*tower.parameters(), *self.heads.parameters()]
-        super().__init__(tower, params, out, name="clip", total_steps=steps, learning_rate=1e-3, warmup_steps=50)
+        super().__init__(
+            tower, params, out, name="clip", total_steps=steps, learning_rate=learning_rate, warmup_steps=50
+        )
 
     def batches(self) -> Iterator[list]:
         return scene_batches(self.rng, self.batch_size)
@@ -199,9 +215,12 @@ class ClipPretraining(TrainingLoop):
             for name, target in targets.items()
             if name != "kind"
         }
-        on_shape = kind > 0  # a shape's kind is learned where there is one: a few patches, drowned otherwise
-        losses["kind"] = F.cross_entropy(self.heads["kind"](states)[on_shape], kind[on_shape])
-        return sum(losses.values(), torch.zeros(())), {name: loss.item() for name, loss in losses.items()}
+        # A shape's kind is learned where there is one: a few patches, drowned by the background otherwise
+        # (the kind term over all patches, "none" included, is how the shipped tiny LISA's tower was trained).
+        counted = kind > 0 if self.kind_on_shapes_only else torch.ones_like(kind, dtype=torch.bool)
+        losses["kind"] = F.cross_entropy(self.heads["kind"](states)[counted], kind[counted])
+        total = sum(losses.values(), torch.zeros(())) + (self.kind_weight - 1.0) * losses["kind"]
+        return total, {name: loss.item() for name, loss in losses.items()}
 
     def save_model(self, target: Path, final: bool) -> None:
         save_file({k: v.contiguous() for k, v in self.tower.state_dict().items()}, target / "clip_tower.safetensors")
@@ -359,10 +378,39 @@ def write_release(model: LisaForCausalLM, tokenizer, tower: CLIPVisionModel, out
     return model_dir, clip_dir
 
 
+def choose_on_validation(ground_dir: Path, model_dir: Path, clip_dir: Path, per_kind: int) -> dict:
+    """Ship whichever of the ground stage's and the released-recipe stage's weights scores higher (gIoU + cIoU)
+    on validation scenes: the released stage's short LoRA run can cost more than it adds to a model trained
+    from nothing, and the card's held-out set must not be what decides."""
+    from .lisa_card import validation_scores  # lisa_card reads this module's folder names
+
+    scores = {"ground": validation_scores(ground_dir, clip_dir, per_kind)}
+    scores["released"] = validation_scores(model_dir, clip_dir, per_kind)
+    shipped = max(scores, key=lambda stage: scores[stage]["giou"] + scores[stage]["ciou"])
+    if shipped == "ground":
+        ground = LisaPredictor.from_pretrained(ground_dir, clip_dir)
+        for weights in [*model_dir.glob("model*.safetensors*"), *model_dir.glob("pytorch_model*.bin*")]:
+            weights.unlink()  # a loader would still read a weights file (or shard index) the new save leaves
+        ground.model.half().save_pretrained(model_dir)
+    print(f"validation ({per_kind} per kind): {scores}; shipping the {shipped} stage's weights")
+    return {"per_kind": per_kind, "scores": scores, "shipped": shipped}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clip-steps", type=int, default=600)
+    parser.add_argument("--clip-width", type=int, default=64)
+    parser.add_argument("--clip-layers", type=int, default=4)
+    parser.add_argument("--clip-lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--clip-kind-weight", type=float, default=1.0, help="weight of the per-patch kind-of-shape loss (colour, "
+        "row and column weigh 1): the kinds are what a tiny tower learns last"
+    )  # fmt: skip
+    parser.add_argument(
+        "--clip-kind-patches", choices=("shape", "all"), default="shape",
+        help="patches the kind loss counts: those on a shape, or all of them with 'none' as a kind",
+    )  # fmt: skip
     parser.add_argument("--click-steps", type=int, default=300)
     parser.add_argument("--answer-steps", type=int, default=3000)
     parser.add_argument("--answer-pool", type=int, default=6000, help="scenes whose tower features are cached")
@@ -375,6 +423,10 @@ def main() -> None:
         "--prompt-order", choices=("question-first", "released"), default="question-first",
         help="question-first: the query before the image, which a 4-layer LLM trained from nothing can look up "
         "(training/README.md, LISA); released: the image first, as LISA is asked",
+    )  # fmt: skip
+    parser.add_argument(
+        "--validation-per-kind", type=int, default=20, help="validation queries per kind that choose between the "
+        "ground stage's weights and the released-recipe stage's (0: ship the latter)"
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -402,8 +454,11 @@ def main() -> None:
             {"stage": stage.name, "steps": int(rows[-1]["step"]), "minutes": round(float(rows[-1]["seconds"]) / 60, 1)}
         )
 
-    tower = CLIPVisionModel(tiny_clip_config())
-    clip_stage = ClipPretraining(tower, args.out / "clip", args.clip_steps, 32, args.seed)
+    tower = CLIPVisionModel(tiny_clip_config(args.clip_width, args.clip_layers))
+    clip_stage = ClipPretraining(
+        tower, args.out / "clip", args.clip_steps, 32, args.seed, args.clip_kind_weight, args.clip_lr,
+        kind_on_shapes_only=args.clip_kind_patches == "shape",
+    )  # fmt: skip
     run_or_reuse(clip_stage, "clip_tower.safetensors", args.clip_steps)
     tower.requires_grad_(False).eval()
 
@@ -415,7 +470,7 @@ def main() -> None:
     run_or_reuse(click_stage, "mask_decoder.safetensors", args.click_steps)
 
     tokenizer = run_tokenizer(args.out / "tokenizer")
-    lisa_config = tiny_lisa_config(len(tokenizer), question_first=args.prompt_order == "question-first")
+    lisa_config = tiny_lisa_config(len(tokenizer), args.prompt_order == "question-first", args.clip_width)
     model = LisaForCausalLM(lisa_config, tower.config)
     model.vision_tower = tower
     model.visual_model = sam
@@ -441,7 +496,9 @@ def main() -> None:
     model.eval()
     model_dir, clip_dir = write_release(model, tokenizer, tower, args.out)
     flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items())
-    record = {"command": f"python -m training.train_tiny_lisa {flags}", "runs": runs}
+    record: dict[str, object] = {"command": f"python -m training.train_tiny_lisa {flags}", "runs": runs}
+    if args.validation_per_kind:
+        record["validation"] = choose_on_validation(args.out / "ground", model_dir, clip_dir, args.validation_per_kind)
     (model_dir / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {model_dir} and {clip_dir}")
 
