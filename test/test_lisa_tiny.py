@@ -145,6 +145,10 @@ def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert answer_weights.stat().st_mtime_ns == trained  # reloaded, not trained again
     assert LisaPredictor.from_pretrained(out / "LISA-tiny").tokenizer.get_vocab() == predictor.tokenizer.get_vocab()
+    # A finished stage of another length is not taken for the one asked.
+    result = subprocess.run([*command, "--answer-steps", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode != 0 and "finished answer stage of 2 steps, not 3" in result.stderr
+    assert answer_weights.stat().st_mtime_ns == trained
 
 
 def write_reason_seg_shapes(folder: Path, count: int) -> None:

@@ -447,12 +447,15 @@ def main() -> None:
         if not (stage.output_dir / weights).is_file():
             timed(stage.name, steps, stage.train)
             return
-        stage.load_model(stage.output_dir)
         with (stage.output_dir / METRICS_FILE).open() as f:
             rows = list(csv.DictReader(f))
-        runs.append(
-            {"stage": stage.name, "steps": int(rows[-1]["step"]), "minutes": round(float(rows[-1]["seconds"]) / 60, 1)}
-        )
+        if int(rows[-1]["step"]) != steps:  # another command's stage: reusing it would ship what was not asked
+            parser.error(
+                f"{stage.output_dir} holds a finished {stage.name} stage of {rows[-1]['step']} steps, not {steps}: "
+                "use another --out, or delete that folder to train it again"
+            )
+        stage.load_model(stage.output_dir)
+        runs.append({"stage": stage.name, "steps": steps, "minutes": round(float(rows[-1]["seconds"]) / 60, 1)})
 
     tower = CLIPVisionModel(tiny_clip_config(args.clip_width, args.clip_layers))
     clip_stage = ClipPretraining(
