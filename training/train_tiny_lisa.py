@@ -219,7 +219,8 @@ class ClipPretraining(TrainingLoop):
         # (the kind term over all patches, "none" included, is how the shipped tiny LISA's tower was trained).
         counted = kind > 0 if self.kind_on_shapes_only else torch.ones_like(kind, dtype=torch.bool)
         losses["kind"] = F.cross_entropy(self.heads["kind"](states)[counted], kind[counted])
-        total = sum(losses.values(), torch.zeros(())) + (self.kind_weight - 1.0) * losses["kind"]
+        weights = {"kind": self.kind_weight}  # the other terms weigh 1
+        total = sum((weights.get(name, 1.0) * loss for name, loss in losses.items()), torch.zeros(()))
         return total, {name: loss.item() for name, loss in losses.items()}
 
     def save_model(self, target: Path, final: bool) -> None:
