@@ -75,6 +75,9 @@ def test_trainer_logs_metrics_saves_resumes_and_writes_the_released_layout(tmp_p
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     reloaded = LisaPredictor.from_pretrained(out, clip_dir)  # final weights in the released layout
     assert reloaded.model.config.hidden_size == 64
+    # A shorter run in the same folder would train nothing and save the 3-step weights as its own.
+    with pytest.raises(ValueError, match="past this run's 2 steps"):
+        _trainer(model_dir, clip_dir, out, 2, trainable="ground", prompt_weight=1.0).train()
 
 
 def test_released_recipe_run_merges_lora_into_the_saved_weights(tmp_path: Path) -> None:

@@ -134,11 +134,18 @@ class TrainingLoop:
         return last
 
     def try_resume(self) -> bool:
+        """Continue from ``checkpoint-last``; a longer run may extend it (the schedule follows the new length)."""
         checkpoint = self.output_dir / LAST_CHECKPOINT
         if not (checkpoint / STATE_FILE).is_file():
             return False
-        self.load_model(checkpoint)
         state = torch.load(checkpoint / STATE_FILE, weights_only=True)
+        if int(state["step"]) > self.total_steps:
+            # Resuming would train nothing and save a longer run's weights as this one's.
+            raise ValueError(
+                f"{checkpoint} is at step {int(state['step'])}, past this run's {self.total_steps} steps: "
+                "use another output directory, or delete that checkpoint to start over"
+            )
+        self.load_model(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
