@@ -400,12 +400,12 @@ def choose_on_validation(ground_dir: Path, model_dir: Path, clip_dir: Path, per_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--clip-steps", type=int, default=600)
+    parser.add_argument("--clip-steps", type=int, default=3000)
     parser.add_argument("--clip-width", type=int, default=64)
     parser.add_argument("--clip-layers", type=int, default=4)
     parser.add_argument("--clip-lr", type=float, default=1e-3)
     parser.add_argument(
-        "--clip-kind-weight", type=float, default=1.0, help="weight of the per-patch kind-of-shape loss (colour, "
+        "--clip-kind-weight", type=float, default=3.0, help="weight of the per-patch kind-of-shape loss (colour, "
         "row and column weigh 1): the kinds are what a tiny tower learns last"
     )  # fmt: skip
     parser.add_argument(
