@@ -252,17 +252,16 @@ def test_the_shipped_tiny_lisa_beats_both_baselines_on_held_out_scenes() -> None
     """A regression test on the shipped checkpoint: the card's held-out queries and baselines, recomputed."""
     predictor = LisaPredictor.from_pretrained(EMBEDDED_LISA)  # its CLIP folder found beside it
     items, visible = held_out_items(CARD_PER_KIND)
-    scores = table(
-        {
-            "tiny LISA": evaluate(predictor, items),
-            "everything": baseline("everything", items, visible),
-            "random shape": baseline("random shape", items, visible),
-        }
-    )
-    model = scores["tiny LISA"]["all"]
+    results = {
+        "tiny LISA": evaluate(predictor, items),
+        "everything": baseline("everything", items, visible),
+        "random shape": baseline("random shape", items, visible),
+    }
+    scores = table(results)
     for name in ("everything", "random shape"):
-        assert model["giou"] > scores[name]["all"]["giou"] + 0.03, scores
-        assert model["ciou"] > scores[name]["all"]["ciou"], scores
+        # A clear lead, as the card calls one: its 95 % bootstrap interval over queries lies above zero.
+        lead = margins(results["tiny LISA"], results[name])
+        assert lead["giou"]["low"] > 0 and lead["ciou"]["low"] > 0, (name, lead, scores)
     card = json.loads((EMBEDDED_LISA.parent / "eval_results.json").read_text())["scores"]
     for method, by_kind in card.items():  # the card says what the shipped files do
         assert scores[method]["all"]["giou"] == pytest.approx(by_kind["all"]["giou"], abs=0.01), method
