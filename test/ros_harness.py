@@ -21,6 +21,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from osprey_interfaces.msg import RegionDescriptionArray, RegionMasks
 from osprey_interfaces.srv import DescribeRegions, FindRegion, ReasonSegment, SegmentAndDescribe
+from rclpy.client import Client
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -119,10 +120,18 @@ class RosTester:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         self.node.create_subscription(RegionMasks, f"{node_ns}/region_masks", self.region_masks.append, qos)
         self.node.create_subscription(RegionMasks, f"{node_ns}/reason_masks", self.reason_masks.append, qos)
-        self.client = self.node.create_client(DescribeRegions, f"{node_ns}/describe")
-        self.segment_client = self.node.create_client(SegmentAndDescribe, f"{node_ns}/segment_and_describe")
-        self.reason_client = self.node.create_client(ReasonSegment, f"{node_ns}/reason_segment")
-        self.find_client = self.node.create_client(FindRegion, f"{node_ns}/find_region")
+        self.client: Client[DescribeRegions.Request, DescribeRegions.Response] = self.node.create_client(
+            DescribeRegions, f"{node_ns}/describe"
+        )
+        self.segment_client: Client[SegmentAndDescribe.Request, SegmentAndDescribe.Response] = self.node.create_client(
+            SegmentAndDescribe, f"{node_ns}/segment_and_describe"
+        )
+        self.reason_client: Client[ReasonSegment.Request, ReasonSegment.Response] = self.node.create_client(
+            ReasonSegment, f"{node_ns}/reason_segment"
+        )
+        self.find_client: Client[FindRegion.Request, FindRegion.Response] = self.node.create_client(
+            FindRegion, f"{node_ns}/find_region"
+        )
 
     def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

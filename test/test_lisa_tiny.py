@@ -138,8 +138,8 @@ def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     assert config["lisa_question_first"] is True and config["mm_hidden_size"] == 32
     predictor = LisaPredictor.from_pretrained(out / "LISA-tiny")  # the CLIP folder is found beside it
     image, _ = render(random_shapes(np.random.default_rng(0), 320, 240, 3), 320, 240)
-    result = predictor.segment(image, "Which shape has three corners?", max_new_tokens=4)
-    assert result.masks.shape[1:] == (240, 320)
+    answered = predictor.segment(image, "Which shape has three corners?", max_new_tokens=4)
+    assert answered.masks.shape[1:] == (240, 320)
     # Run again (as after a crash): the finished stages are reloaded, and with them the run's own tokenizer
     # (BPE training breaks ties differently in every process: a new one would scramble the reloaded LLM's ids).
     answer_weights = out / "answer" / "answer_llm.safetensors"

@@ -300,7 +300,8 @@ def test_warmup_then_linear_decay() -> None:
 def test_shapes_queries_are_unambiguous_and_held_out_phrasings_are_new() -> None:
     rng = np.random.default_rng(0)
     kinds: dict[str, int] = {}
-    train_texts, held_texts = set(), set()
+    train_texts: set[str] = set()
+    held_texts: set[str] = set()
     for _ in range(60):
         shapes = random_shapes(rng, 320, 240, int(rng.integers(3, 6)), overlap=0.4)
         _, masks = render(shapes, 320, 240)
