@@ -139,16 +139,17 @@ class TrainingLoop:
         if not (checkpoint / STATE_FILE).is_file():
             return False
         state = torch.load(checkpoint / STATE_FILE, weights_only=True)
-        if int(state["step"]) > self.total_steps:
+        step = int(state["step"])
+        if step > self.total_steps:
             # Resuming would train nothing and save a longer run's weights as this one's.
             raise ValueError(
-                f"{checkpoint} is at step {int(state['step'])}, past this run's {self.total_steps} steps: "
+                f"{checkpoint} is at step {step}, past this run's {self.total_steps} steps: "
                 "use another output directory, or delete that checkpoint to start over"
             )
         self.load_model(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
+        self.step = step
         logger.info("resumed %s from %s at step %d", self.name, checkpoint, self.step)
         return True
 
