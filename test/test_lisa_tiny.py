@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from ros_harness import domain_id, ros_env
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerFast
 
 from osprey_model.embedded import EMBEDDED_LISA
 from osprey_model.lisa import LisaPredictor
@@ -24,13 +27,16 @@ from osprey_model.shapes import random_shapes, render
 from osprey_model.shapes_queries import COLOUR_KNOWLEDGE, TEMPLATES
 from training.evaluate_lisa import ItemResult, evaluate
 from training.evaluate_lisa import main as evaluate_main
+from training.lisa.shapes_data import corpus
 from training.lisa.trainer import LisaTrainConfig, LisaTrainer
 from training.lisa_card import CARD_PER_KIND, VALIDATION_SEED, baseline, held_out_items, margins, table
 from training.train_tiny_lisa import (
+    RECIPE_TOKENIZER,
     ClipPretraining,
     choose_on_validation,
     patch_labels,
     patch_states,
+    run_tokenizer,
     scene_batches,
     shapes_items,
     tiny_clip_config,
@@ -140,8 +146,8 @@ def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     image, _ = render(random_shapes(np.random.default_rng(0), 320, 240, 3), 320, 240)
     answered = predictor.segment(image, "Which shape has three corners?", max_new_tokens=4)
     assert answered.masks.shape[1:] == (240, 320)
-    # Run again (as after a crash): the finished stages are reloaded, and with them the run's own tokenizer
-    # (BPE training breaks ties differently in every process: a new one would scramble the reloaded LLM's ids).
+    assert predictor.tokenizer.get_vocab() == PreTrainedTokenizerFast.from_pretrained(RECIPE_TOKENIZER).get_vocab()
+    # Run again (as after a crash): the finished stages are reloaded, and with them the run's own tokenizer.
     answer_weights = out / "answer" / "answer_llm.safetensors"
     trained = answer_weights.stat().st_mtime_ns
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -152,6 +158,43 @@ def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run([*command, "--answer-steps", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode != 0 and "finished answer stage of 2 steps, not 3" in result.stderr
     assert answer_weights.stat().st_mtime_ns == trained
+    # The command reproduces its weights: a second run, in another process, gives the same ones, also when it
+    # reuses a finished stage copied from elsewhere (as the shipped run reused its click stage).
+    again = tmp_path / "again"
+    shutil.copytree(out / "click", again / "click")
+    rerun = [*command[:4], str(again), *command[5:]]
+    result = subprocess.run(rerun, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (load_file(run / "LISA-tiny" / "model.safetensors") for run in (out, again))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    # Nor is a run folder kept from another tokenizer (its stages learnt other ids): refused before anything
+    # trains.
+    elsewhere = tmp_path / "elsewhere"
+    other = PreTrainedTokenizerFast.from_pretrained(RECIPE_TOKENIZER)
+    other.add_tokens(["hexagonal"])
+    other.save_pretrained(elsewhere / "tokenizer")
+    command[command.index("--out") + 1] = str(elsewhere)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode != 0 and "holds another tokenizer" in result.stderr
+    assert not (elsewhere / "clip").exists()
+
+
+def test_the_recipe_tokenizer_is_the_shipped_models_and_reads_every_text(tmp_path: Path) -> None:
+    """The recipe trains with a fixed tokenizer, not a new one per run (tokenizers' BPE trainer breaks ties
+    in hash-map order), so that its command reproduces the shipped model: the same ids, and no text of the
+    shapes world, held-out phrasings included, falls to ``<unk>``."""
+    recipe = PreTrainedTokenizerFast.from_pretrained(RECIPE_TOKENIZER)
+    shipped = PreTrainedTokenizerFast.from_pretrained(EMBEDDED_LISA)
+    assert recipe.get_vocab() == shipped.get_vocab()
+    texts = corpus(seed=1, count=400)
+    unknown = [text for text in texts if recipe.unk_token_id in recipe(text).input_ids]
+    assert not unknown, unknown[:3]
+    assert recipe("Sure, [SEG].").input_ids.count(recipe.convert_tokens_to_ids("[SEG]")) == 1
+    assert run_tokenizer(tmp_path / "run").get_vocab() == shipped.get_vocab()  # copied into the run folder
+    assert (tmp_path / "run" / "tokenizer.json").is_file()
+    with pytest.raises(ValueError, match=r"no tokenizer\.json in"):
+        run_tokenizer(tmp_path / "another-run", tmp_path / "nowhere")
 
 
 def write_reason_seg_shapes(folder: Path, count: int) -> None:

@@ -74,6 +74,7 @@ from .tokenizer import train_tokenizer
 MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
 CLIP_IMAGE_SIZE, CLIP_PATCH = 112, 14
 ANSWER_WEIGHTS = "answer_llm.safetensors"
+RECIPE_TOKENIZER = Path(__file__).resolve().parent / "lisa" / "tiny_tokenizer"  # the shipped model's ids
 TINY_SAM = Path(__file__).resolve().parents[1] / "osprey_model/checkpoints/tiny-sam/sam_tiny.safetensors"
 
 
@@ -119,18 +120,30 @@ def tiny_lisa_config(vocab_size: int, question_first: bool = True, vision_width:
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A new BPE tokenizer for the shapes world's text. ``tokenizers``' BPE trainer breaks ties between equally
+    frequent merges in hash-map order, which was seen to differ from one machine or day to the next (the same
+    tokens, other ids), and every id a model learns follows it."""
     tokenizer = train_tokenizer(corpus(), vocab_size=400, region_tokens=False)
     tokenizer.add_tokens([IM_START, IM_END], special_tokens=True)
     tokenizer.add_tokens([SEG])  # a plain added token, as released
     return tokenizer
 
 
-def run_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
-    """The run's tokenizer, built once and kept in ``folder``: BPE training breaks ties differently from one
-    process to the next, so a stage reloaded after a crash must read the ids it was trained with."""
+def run_tokenizer(folder: Path, source: Path | None = RECIPE_TOKENIZER) -> PreTrainedTokenizerFast:
+    """The run's tokenizer, kept in ``folder`` so that a stage reloaded after a crash reads the ids it was
+    trained with. It is the recipe's fixed one (``source``), as LISA takes LLaVA's: the shipped model's, so
+    that the command reproduces that model; ``source=None`` trains a new one (``build_tokenizer``)."""
+    if source is not None and not (source / "tokenizer.json").is_file():
+        raise ValueError(f"no tokenizer.json in {source}")
     if (folder / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(str(folder))
-    tokenizer = build_tokenizer()
+        kept = PreTrainedTokenizerFast.from_pretrained(str(folder))
+        if source is not None and kept.get_vocab() != PreTrainedTokenizerFast.from_pretrained(str(source)).get_vocab():
+            raise ValueError(
+                f"{folder} holds another tokenizer than {source}, which this run asks for: the stages kept in "
+                "its run folder were trained on other ids; use another --out"
+            )
+        return kept
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(source)) if source is not None else build_tokenizer()
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
@@ -429,6 +442,11 @@ def main() -> None:
         "--validation-per-kind", type=int, default=20, help="validation queries per kind that choose between the "
         "ground stage's weights and the released-recipe stage's (0: ship the latter)"
     )  # fmt: skip
+    parser.add_argument(
+        "--tokenizer", default=str(RECIPE_TOKENIZER), help="the tokenizer folder to train with (default: the "
+        "recipe's, which the shipped model was trained with), or 'new' to train one (its ids can differ from one "
+        "machine to the next)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -436,6 +454,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    try:  # first: a run folder kept from another tokenizer is refused before anything trains
+        tokenizer = run_tokenizer(args.out / "tokenizer", None if args.tokenizer == "new" else Path(args.tokenizer))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     runs = []
 
     def timed(name: str, steps: int, run) -> None:
@@ -473,7 +495,6 @@ def main() -> None:
     click_stage = ClickPretraining(segmenter, args.out / "click", args.click_steps, 8, args.seed)
     run_or_reuse(click_stage, "mask_decoder.safetensors", args.click_steps)
 
-    tokenizer = run_tokenizer(args.out / "tokenizer")
     lisa_config = tiny_lisa_config(len(tokenizer), args.prompt_order == "question-first", args.clip_width)
     model = LisaForCausalLM(lisa_config, tower.config)
     model.vision_tower = tower
