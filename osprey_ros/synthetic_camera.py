@@ -198,15 +198,20 @@ def record_bag(
 
 
 def main(args: list[str] | None = None) -> None:
-    """Ctrl-C ends it with exit code 0 and no traceback, whenever it comes: while rclpy starts (the signal
-    is held back until its handler is in place), while the node is built (the signal shuts the context down
-    under it: RCLError) or while it spins."""
-    try:
-        from .launcher import use_large_data_profile
+    """Ctrl-C ends it with exit code 0 and no traceback, whenever it comes: while it starts (the signal is
+    held back until rclpy's handler is in place), while the node is built (the signal shuts the context down
+    under it: RCLError) or while it spins.
 
-        use_large_data_profile()  # camera-size images need the large shared-memory segment on the sending side
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    Held back from the first line: a KeyboardInterrupt raised inside code that runs through ``exec`` of a
+    string (``dataclasses`` builds its methods so, and the launcher's import defines dataclasses) marks the
+    interrupt unhandled in CPython 3.11 even once caught, and ``python -c``/``-m`` then exit by SIGINT.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
         try:
+            from .launcher import use_large_data_profile
+
+            use_large_data_profile()  # camera-size images need the large shared-memory segment on the sender
             rclpy.init(args=args)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
