@@ -97,7 +97,7 @@ def described(tester: RosTester, image: np.ndarray, timeout: float = 60.0):
     under a new stamp, and a description of any of them counts: on a slow machine SAM and Osprey take longer
     than one try's wait, and the node describes an earlier copy while a later one waits."""
     deadline = time.monotonic() + timeout
-    stamps: list = []
+    stamps: list[Time] = []
 
     def answered() -> bool:
         return any(d.header.stamp == stamp for d in tester.descriptions for stamp in stamps)
