@@ -139,6 +139,7 @@ def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
         assert len(list(csv.DictReader((out / stage / "metrics.csv").open()))) == 2, stage
     record = json.loads((out / "LISA-tiny" / "training.json").read_text())
     assert [run["stage"] for run in record["runs"]] == ["clip", "click", "answer", "ground", "released"]
+    assert "--tokenizer recipe" in record["command"] and str(ROOT) not in record["command"]  # runs anywhere
     assert record["validation"]["shipped"] in {"ground", "released"}
     config = json.loads((out / "LISA-tiny" / "config.json").read_text())
     assert config["lisa_question_first"] is True and config["mm_hidden_size"] == 32

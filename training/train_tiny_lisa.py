@@ -443,9 +443,9 @@ def main() -> None:
         "ground stage's weights and the released-recipe stage's (0: ship the latter)"
     )  # fmt: skip
     parser.add_argument(
-        "--tokenizer", default=str(RECIPE_TOKENIZER), help="the tokenizer folder to train with (default: the "
-        "recipe's, which the shipped model was trained with), or 'new' to train one (its ids can differ from one "
-        "machine to the next)",
+        "--tokenizer", default="recipe", help="'recipe' (the default: training/lisa/tiny_tokenizer, which the "
+        "shipped model was trained with), a tokenizer folder, or 'new' to train one (its ids can differ from one "
+        "machine to the next); a name, not a path, so that the command recorded in the card runs anywhere",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -455,7 +455,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     try:  # first: a run folder kept from another tokenizer is refused before anything trains
-        tokenizer = run_tokenizer(args.out / "tokenizer", None if args.tokenizer == "new" else Path(args.tokenizer))
+        source = {"recipe": RECIPE_TOKENIZER, "new": None}.get(args.tokenizer, Path(args.tokenizer))
+        tokenizer = run_tokenizer(args.out / "tokenizer", source)
     except (OSError, ValueError) as error:
         parser.error(str(error))
     runs = []
