@@ -153,13 +153,32 @@ class TrainingLoop:
         logger.info("resumed %s from %s at step %d", self.name, checkpoint, self.step)
         return True
 
+    def _keep_logged_steps(self, metrics_path: Path) -> bool:
+        """Trim ``metrics.csv`` to the steps the model now holds, and say whether it still has its header.
+
+        A run stopped after its last checkpoint logged steps that the resumed run trains and logs again, and
+        one stopped before its first step left a file with no header; a fresh start keeps nothing."""
+        if self.step == 0 or not metrics_path.is_file():
+            return False
+        with metrics_path.open(newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or "step" not in rows[0]:
+            logger.warning("%s has no header; the resumed run appends to it as it is", metrics_path)
+            return bool(rows)
+        column = rows[0].index("step")
+        kept = [rows[0], *(row for row in rows[1:] if int(row[column]) <= self.step)]
+        if len(kept) < len(rows):
+            with metrics_path.open("w", newline="") as f:
+                csv.writer(f).writerows(kept)
+        return True
+
     # ---- the loop -----------------------------------------------------------------------------------
     def train(self) -> Path:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()
         metrics_path = self.output_dir / METRICS_FILE
-        new_log = not metrics_path.exists()
-        with metrics_path.open("a", newline="") as f:
+        new_log = not self._keep_logged_steps(metrics_path)
+        with metrics_path.open("a" if not new_log else "w", newline="") as f:
             log = csv.writer(f)
             bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step")
             start = time.monotonic()
