@@ -38,6 +38,7 @@ import csv
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm import tqdm
 from transformers import (
     CLIPConfig,
     CLIPImageProcessor,
@@ -64,8 +66,8 @@ from osprey_model.shapes import CATEGORIES, COLOURS
 from osprey_model.shapes_queries import innermost_point
 
 from .lisa.losses import mask_bce, mask_dice
-from .lisa.recipe import answer_states, make_sample, text_loss
-from .lisa.shapes_data import ShapesSample, corpus, shapes_sample
+from .lisa.recipe import Sample, answer_states, make_sample, text_loss
+from .lisa.shapes_data import corpus, shapes_sample
 from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer
 from .loop import METRICS_FILE, TrainingLoop
 from .shapes_world import scene
@@ -315,7 +317,7 @@ class AnswerPretraining(TrainingLoop):
     ) -> None:
         self.lisa, self.tokenizer, self.batch_size, self.pool_size = model, tokenizer, batch_size, pool_size
         self.rng = np.random.default_rng(seed)
-        self.pool: list[ShapesSample] = []
+        self.pool: list[Sample] = []
         self.features = torch.zeros(0)
         params = [*model.language_model.parameters(), *model.mm_projector.parameters()]
         super().__init__(
@@ -323,13 +325,24 @@ class AnswerPretraining(TrainingLoop):
             save_every=save_every,
         )  # fmt: skip
 
-    def make_pool(self) -> None:
-        """Scenes and their tower features, once (the tower is frozen)."""
+    def make_pool(self, chunk: int = 64) -> None:
+        """Scenes' tokenized questions and answers and their tower features, once (the tower is frozen). Only
+        what the text loss reads is kept: a scene's image and masks (about half a megabyte) are dropped once
+        its features are computed, so the pool can hold tens of thousands of scenes."""
         assert self.lisa.vision_tower is not None
-        self.pool = [shapes_sample(self.rng) for _ in range(self.pool_size)]
         tower = self.lisa.vision_tower
         processor = tiny_image_processor(tower.config.image_size)
-        self.features = frozen_patch_states(tower, processor, [sample.image for sample in self.pool])
+        question_first = self.lisa.config.question_first
+        features = []
+        with tqdm(total=self.pool_size, desc="answer pool", unit="scene") as bar:
+            for start in range(0, self.pool_size, chunk):
+                scenes = [shapes_sample(self.rng) for _ in range(min(chunk, self.pool_size - start))]
+                features.append(frozen_patch_states(tower, processor, [s.image for s in scenes], chunk))
+                for s in scenes:
+                    sample = make_sample(self.tokenizer, s.query.query, s.query.answer, s.targets, question_first)
+                    self.pool.append(replace(sample, targets=sample.targets[:, :0, :0]))  # the count, no pixels
+                bar.update(len(scenes))
+        self.features = torch.cat(features)
 
     def batches(self) -> Iterator[np.ndarray]:
         if not self.pool:
@@ -338,11 +351,7 @@ class AnswerPretraining(TrainingLoop):
             yield self.rng.integers(len(self.pool), size=self.batch_size)
 
     def compute_loss(self, batch: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
-        question_first = self.lisa.config.question_first
-        samples = []
-        for i in batch:
-            query, targets = self.pool[i].query, [t.astype(np.uint8) for t in self.pool[i].targets]
-            samples.append(make_sample(self.tokenizer, query.query, query.answer, targets, question_first))
+        samples = [self.pool[i] for i in batch]
         image_tokens = self.lisa.mm_projector(self.features[torch.as_tensor(batch)])
         ce = text_loss(self.lisa, answer_states(self.lisa, samples, list(image_tokens)))
         return ce, {"ce": ce.item()}
