@@ -126,6 +126,27 @@ def test_the_clip_stage_weights_its_kind_of_shape_term(tmp_path: Path) -> None:
     assert terms["kind"] == pytest.approx(F.cross_entropy(logits[on_shape], kinds[on_shape]).item(), rel=1e-4)
 
 
+def test_the_answer_stage_reports_a_memorised_pool(tmp_path: Path) -> None:
+    """The pool keeps only what the text loss reads, and the report tells memorising the pool from learning
+    to answer: many passes over 4 scenes bring their loss far below that of fresh scenes."""
+    from transformers import CLIPVisionModel
+
+    from osprey_model.lisa import LisaForCausalLM
+    from training.train_tiny_lisa import FIT_REPORT, AnswerPretraining, tiny_lisa_config
+
+    torch.manual_seed(0)
+    tokenizer = run_tokenizer(tmp_path / "tokenizer")
+    tower = CLIPVisionModel(tiny_clip_config(width=32, layers=2)).requires_grad_(False).eval()
+    model = LisaForCausalLM(tiny_lisa_config(len(tokenizer), vision_width=32), tower.config)
+    model.vision_tower = tower
+    stage = AnswerPretraining(model, tokenizer, tmp_path / "answer", 60, 4, pool_size=4, seed=2, warmup_steps=5)
+    stage.train()
+    assert [s.targets.shape[1:] for s in stage.pool] == [(0, 0)] * 4 and stage.features.shape == (4, 64, 32)
+    report = json.loads((tmp_path / "answer" / FIT_REPORT).read_text())
+    assert report["scenes"] == 4
+    assert report["pool_loss"] < 0.5 * report["fresh_loss"]
+
+
 def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     """A few steps of every stage; the result loads and answers (what it answers is the card's business)."""
     out = tmp_path / "tiny"
@@ -141,6 +162,7 @@ def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     assert [run["stage"] for run in record["runs"]] == ["clip", "click", "answer", "ground", "released"]
     assert "--tokenizer recipe" in record["command"] and str(ROOT) not in record["command"]  # runs anywhere
     assert record["validation"]["shipped"] in {"ground", "released"}
+    assert record["answer_fit"]["scenes"] == 8 and record["answer_fit"]["fresh_loss"] > 0
     config = json.loads((out / "LISA-tiny" / "config.json").read_text())
     assert config["lisa_question_first"] is True and config["mm_hidden_size"] == 32
     predictor = LisaPredictor.from_pretrained(out / "LISA-tiny")  # the CLIP folder is found beside it

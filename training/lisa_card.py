@@ -25,11 +25,9 @@ from osprey_model.lisa import LisaPredictor
 from osprey_model.shapes_queries import MIN_VISIBLE_PIXELS
 
 from .evaluate_lisa import EvalItem, ItemResult, evaluate, score_masks, summarise
-from .lisa.shapes_data import KINDS, shapes_sample
+from .lisa.shapes_data import EVAL_SEED, KINDS, VALIDATION_SEED, shapes_sample
 from .train_tiny_lisa import CLIP_FOLDER, MODEL_FOLDER
 
-EVAL_SEED = 20_000  # training streams are default_rng(seed) with small seeds
-VALIDATION_SEED = 30_000  # choosing between a run's stages: scenes neither training nor the card draws
 CARD_PER_KIND = 40
 
 

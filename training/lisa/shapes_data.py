@@ -18,6 +18,8 @@ from osprey_model.shapes_queries import ShapesQuery, candidate_queries
 from ..shapes_world import scene
 
 KINDS = ("colour", "geometry", "left_of", "hidden_by", "both")  # the reasoning kinds (evaluated); training adds "name"
+EVAL_SEED = 20_000  # the card's held-out scenes; training streams are default_rng(seed) with small seeds
+VALIDATION_SEED = 30_000  # what a run may choose by or check itself on: scenes neither training nor the card draws
 
 
 @dataclass
