@@ -142,6 +142,7 @@ def test_the_answer_stage_reports_a_memorised_pool(tmp_path: Path) -> None:
     stage = AnswerPretraining(model, tokenizer, tmp_path / "answer", 60, 4, pool_size=4, seed=2, warmup_steps=5)
     stage.train()
     assert [s.targets.shape[1:] for s in stage.pool] == [(0, 0)] * 4 and stage.features.shape == (4, 64, 32)
+    assert all(s.targets.untyped_storage().nbytes() == 0 for s in stage.pool)  # no masks held (~0.7 MB a scene)
     report = json.loads((tmp_path / "answer" / FIT_REPORT).read_text())
     assert report["scenes"] == 4
     assert report["pool_loss"] < 0.5 * report["fresh_loss"]

@@ -348,7 +348,8 @@ class AnswerPretraining(TrainingLoop):
                 features.append(frozen_patch_states(tower, processor, [s.image for s in scenes], chunk))
                 for s in scenes:
                     sample = make_sample(self.tokenizer, s.query.query, s.query.answer, s.targets, question_first)
-                    samples.append(replace(sample, targets=sample.targets[:, :0, :0]))  # the count, no pixels
+                    # The count of targets, no pixels: a new tensor, since a view would keep the masks' storage.
+                    samples.append(replace(sample, targets=torch.zeros((len(sample.targets), 0, 0), dtype=torch.long)))
                 bar.update(len(scenes))
         return samples, torch.cat(features)
 
