@@ -178,7 +178,7 @@ class TrainingLoop:
         self.try_resume()
         metrics_path = self.output_dir / METRICS_FILE
         new_log = not self._keep_logged_steps(metrics_path)
-        with metrics_path.open("a" if not new_log else "w", newline="") as f:
+        with metrics_path.open("w" if new_log else "a", newline="") as f:
             log = csv.writer(f)
             bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step")
             start = time.monotonic()

@@ -353,14 +353,18 @@ class AnswerPretraining(TrainingLoop):
                 bar.update(len(scenes))
         return samples, torch.cat(features)
 
+    def answer_loss(self, samples: list[Sample], features: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced answer loss of samples given their cached tower features."""
+        image_tokens = self.lisa.mm_projector(features)
+        return text_loss(self.lisa, answer_states(self.lisa, samples, list(image_tokens)))
+
     @torch.no_grad()
     def text_loss_on(self, samples: list[Sample], features: torch.Tensor) -> float:
         """Mean teacher-forced answer loss, a batch at a time."""
         losses = []
         for start in range(0, len(samples), self.batch_size):
             batch = slice(start, start + self.batch_size)
-            image_tokens = self.lisa.mm_projector(features[batch])
-            losses.append(text_loss(self.lisa, answer_states(self.lisa, samples[batch], list(image_tokens))).item())
+            losses.append(self.answer_loss(samples[batch], features[batch]).item())
         return float(np.mean(losses))
 
     def fit_report(self, count: int = 512) -> dict[str, float]:
@@ -396,9 +400,7 @@ class AnswerPretraining(TrainingLoop):
             yield self.rng.integers(len(self.pool), size=self.batch_size)
 
     def compute_loss(self, batch: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
-        samples = [self.pool[i] for i in batch]
-        image_tokens = self.lisa.mm_projector(self.features[torch.as_tensor(batch)])
-        ce = text_loss(self.lisa, answer_states(self.lisa, samples, list(image_tokens)))
+        ce = self.answer_loss([self.pool[i] for i in batch], self.features[torch.as_tensor(batch)])
         return ce, {"ce": ce.item()}
 
     def save_model(self, target: Path, final: bool) -> None:
