@@ -17,10 +17,10 @@ shape at once and stays there (``sam-and-evaluation-facts.md``). Each stage is a
    the thousands of steps it needs. The prompt puts the question before the image (``--prompt-order``): in
    the released order a 4-layer LLM trained from nothing does not learn that lookup on a CPU
    (``training.lisa.lookup_probe``).
-4. ``ground``: the LLM, projector and ``text_hidden_fcs`` (LISA starts from a trained LLaVA; ours starts
-   from nothing) learn to answer — naming the meant shape and its coarse place, then ``[SEG]`` — and to
+4. ``ground``: the LLM, projector, ``text_hidden_fcs`` and SAM's mask decoder (LISA starts from a trained
+   LLaVA; ours starts from nothing) learn to answer — naming the meant shape and its coarse place, then ``[SEG]`` — and to
    make each ``[SEG]`` prompt a click deep inside that shape: text CE + the released mask loss + a
-   regression onto the click's embedding; SAM frozen.
+   regression onto the click's embedding; SAM's encoder frozen.
 5. ``lisa``: the released recipe — LoRA r=8 on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs`` and
    the mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100 warm-up steps.
 

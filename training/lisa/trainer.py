@@ -3,8 +3,8 @@ answer, target masks), with the frozen encoders' outputs cached per image when t
 
 Two trainable sets:
 - ``released``: LoRA on q/v, ``embed_tokens``, ``lm_head``, ``text_hidden_fcs``, SAM's mask decoder;
-- ``ground``: the whole LLM, the projector and ``text_hidden_fcs`` (SAM frozen) — for a base that, unlike
-  LLaVA, has not yet learned to read images (the tiny shapes-world model's curriculum).
+- ``ground``: the whole LLM, the projector, ``text_hidden_fcs`` and SAM's mask decoder (its encoder frozen),
+  for a base that, unlike LLaVA, has not yet learned to read images (the tiny shapes-world model's curriculum).
 
 ``prompt_weight`` > 0 adds a regression of each ``[SEG]`` prompt onto a known prompt embedding for its
 target (``LisaItem.prompt_targets``, e.g. one SAM's decoder was taught to segment that object by): the
