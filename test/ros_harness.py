@@ -133,12 +133,18 @@ class RosTester:
             FindRegion, f"{node_ns}/find_region"
         )
 
-    def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
+    def spin_for(self, done: Callable[[], bool], seconds: float) -> bool:
+        """Spin until ``done()`` or ``seconds`` have passed; whether it is done (for waits that retry)."""
+        deadline = time.monotonic() + seconds
         while not done():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                return False
             self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def spin_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        if not self.spin_for(done, timeout):
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
     def wait_for_node(self, timeout: float = 60.0, masks_topic: bool = True) -> None:
         """Until the node subscribes (to the mask topic too, unless it runs SAM on every frame) and serves."""

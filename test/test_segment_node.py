@@ -108,9 +108,7 @@ def described(tester: RosTester, image: np.ndarray, timeout: float = 60.0):
         header = next_header()
         stamps.append(header.stamp)
         tester.image_pub.publish(numpy_to_image(image, "rgb8", header=header))
-        retry = time.monotonic() + 3.0
-        while not answered() and time.monotonic() < retry:
-            tester.executor.spin_once(timeout_sec=0.05)
+        tester.spin_for(answered, 3.0)
     description = next(d for d in tester.descriptions if d.header.stamp in stamps)
     stamp = description.header.stamp
     tester.spin_until(lambda: any(m.header.stamp == stamp for m in tester.region_masks), 10, "region masks")
