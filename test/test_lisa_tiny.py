@@ -27,7 +27,7 @@ from osprey_model.shapes import random_shapes, render
 from osprey_model.shapes_queries import COLOUR_KNOWLEDGE, TEMPLATES
 from training.evaluate_lisa import ItemResult, evaluate
 from training.evaluate_lisa import main as evaluate_main
-from training.lisa.shapes_data import corpus
+from training.lisa.shapes_data import answer_token_classes, corpus
 from training.lisa.trainer import LisaTrainConfig, LisaTrainer
 from training.lisa_card import CARD_PER_KIND, VALIDATION_SEED, baseline, held_out_items, margins, table
 from training.train_tiny_lisa import (
@@ -146,6 +146,23 @@ def test_the_answer_stage_reports_a_memorised_pool(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "answer" / FIT_REPORT).read_text())
     assert report["scenes"] == 4
     assert report["pool_loss"] < 0.5 * report["fresh_loss"]
+    assert set(report["fresh_nats_per_answer"]) == {"name", "place", "rest"}
+
+    # The split by token: name and place tokens are what they say, and the parts add up to the whole loss.
+    classes = answer_token_classes(tokenizer)
+    answer = tokenizer.tokenize(
+        "Sure, the yellow star (column 3, row 5) [SEG] and the red circle (column 0, row 7) [SEG]."
+    )
+    named = [t for t in answer if tokenizer.convert_tokens_to_ids(t) in classes["name"]]
+    placed = [t for t in answer if tokenizer.convert_tokens_to_ids(t) in classes["place"]]
+    assert named == ["▁yellow", "▁star", "▁red", "▁circle"] and "".join(placed).replace("▁", "") == "3,5)07"
+    split = stage.loss_by_token(stage.pool, stage.features)
+    whole = sum(
+        stage.text_loss_on([s], stage.features[i : i + 1]) * int((s.labels >= 0).sum())
+        for i, s in enumerate(stage.pool)
+    )
+    assert split["name"] > 0 and split["place"] > 0
+    assert sum(split.values()) * len(stage.pool) == pytest.approx(whole, rel=1e-3)
 
 
 def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:

@@ -192,8 +192,8 @@ stays there; so each part learns its job first.
 3. **answer**: LLM and projector learn the answers' text (which shape, roughly where) from a pool of scenes
    whose tower features are computed once (no SAM, so many cheap steps): the lookup of the meant shape.
 4. **ground**: LLM, projector, `text_hidden_fcs` and SAM's mask decoder in full (LISA starts from a trained
-   LLaVA; this one from nothing): text CE + the released mask loss + a regression of each `[SEG]` prompt onto the embedding of a
-   click deep inside its target.
+   LLaVA; this one from nothing): text CE + the released mask loss + a regression of each `[SEG]` prompt onto
+   the embedding of a click deep inside its target.
 5. **lisa**: the released recipe — LoRA r=8 (α 16, dropout 0.05) on q/v, `embed_tokens`, `lm_head`,
    `text_hidden_fcs` and SAM's mask decoder; CE ×1 + BCE ×2 + Dice ×0.5; AdamW 3e-4, WarmupDecayLR with 100
    warm-up steps; LoRA merged into the saved weights.

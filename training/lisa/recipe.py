@@ -140,12 +140,17 @@ def answer_states(model: LisaForCausalLM, samples: list[Sample], image_tokens: l
     return AnswerStates(hidden, labels)
 
 
-def text_loss(model: LisaForCausalLM, states: AnswerStates) -> torch.Tensor:
-    """Mean cross-entropy over the answer tokens; the LM head runs on those positions only (the rest of the
-    batch's logits would be discarded anyway, and the vocabulary makes them the costliest part)."""
+def answer_logits(model: LisaForCausalLM, states: AnswerStates) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits at the answer's positions and the tokens they predict; the LM head runs on those positions
+    only (the rest of the batch's logits would be discarded anyway, and the vocabulary makes them the
+    costliest part)."""
     predicting = states.labels[:, 1:] != IGNORE_INDEX
-    logits = model.language_model.lm_head(states.hidden[:, :-1][predicting])
-    return F.cross_entropy(logits.float(), states.labels[:, 1:][predicting])
+    return model.language_model.lm_head(states.hidden[:, :-1][predicting]).float(), states.labels[:, 1:][predicting]
+
+
+def text_loss(model: LisaForCausalLM, states: AnswerStates) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens."""
+    return F.cross_entropy(*answer_logits(model, states))
 
 
 def seg_mask_logits(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from osprey_model.shapes import Shape
+from osprey_model.shapes import CATEGORIES, COLOURS, Shape
 from osprey_model.shapes_queries import ShapesQuery, candidate_queries
 
 from ..shapes_world import scene
@@ -43,6 +43,15 @@ def shapes_sample(rng: np.random.Generator, held_out: bool = False, kind: str | 
         chosen = [q for q in queries if q.kind == kinds[int(rng.integers(len(kinds)))]] if kinds else []
         if chosen:
             return ShapesSample(image, shapes, visible, chosen[int(rng.integers(len(chosen)))])
+
+
+def answer_token_classes(tokenizer) -> dict[str, set[int]]:
+    """Token ids of an answer's name (colour and kind words) and place (any token holding a column or row
+    digit); the rest is the template. Where an answer's loss sits says which step of the reasoning a model
+    lacks: naming the meant shape, or reading where it is."""
+    names = {i for word in (*COLOURS, *CATEGORIES) for i in tokenizer(" " + word, add_special_tokens=False).input_ids}
+    places = {i for token, i in tokenizer.get_vocab().items() if any(ch.isdigit() for ch in token)}
+    return {"name": names - places, "place": places}
 
 
 def shapes_samples(seed: int, held_out: bool = False) -> Iterator[ShapesSample]:
