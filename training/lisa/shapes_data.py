@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from transformers import PreTrainedTokenizerBase
 
 from osprey_model.shapes import CATEGORIES, COLOURS, Shape
 from osprey_model.shapes_queries import ShapesQuery, candidate_queries
@@ -45,7 +46,7 @@ def shapes_sample(rng: np.random.Generator, held_out: bool = False, kind: str | 
             return ShapesSample(image, shapes, visible, chosen[int(rng.integers(len(chosen)))])
 
 
-def answer_token_classes(tokenizer) -> dict[str, set[int]]:
+def answer_token_classes(tokenizer: PreTrainedTokenizerBase) -> dict[str, set[int]]:
     """Token ids of an answer's name (colour and kind words) and place (any token holding a column or row
     digit); the rest is the template. Where an answer's loss sits says which step of the reasoning a model
     lacks: naming the meant shape, or reading where it is."""
