@@ -66,7 +66,7 @@ from osprey_model.shapes import CATEGORIES, COLOURS
 from osprey_model.shapes_queries import innermost_point
 
 from .lisa.losses import mask_bce, mask_dice
-from .lisa.recipe import Sample, answer_logits, answer_states, make_sample, text_loss
+from .lisa.recipe import Sample, answer_logits, answer_states, make_sample
 from .lisa.shapes_data import VALIDATION_SEED, answer_token_classes, corpus, shapes_sample
 from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer
 from .loop import METRICS_FILE, TrainingLoop
@@ -353,10 +353,15 @@ class AnswerPretraining(TrainingLoop):
                 bar.update(len(scenes))
         return samples, torch.cat(features)
 
-    def answer_loss(self, samples: list[Sample], features: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced answer loss of samples given their cached tower features."""
+    def answer_logits(self, samples: list[Sample], features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits at the answers' positions, and the tokens they predict, given the samples'
+        cached tower features."""
         image_tokens = self.lisa.mm_projector(features)
-        return text_loss(self.lisa, answer_states(self.lisa, samples, list(image_tokens)))
+        return answer_logits(self.lisa, answer_states(self.lisa, samples, list(image_tokens)))
+
+    def answer_loss(self, samples: list[Sample], features: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced answer loss (``text_loss``) of samples given their cached tower features."""
+        return F.cross_entropy(*self.answer_logits(samples, features))
 
     def in_batches(self, samples: list[Sample], features: torch.Tensor) -> Iterator[tuple[list[Sample], torch.Tensor]]:
         for start in range(0, len(samples), self.batch_size):
@@ -374,8 +379,7 @@ class AnswerPretraining(TrainingLoop):
         classes = {name: torch.tensor(sorted(ids)) for name, ids in answer_token_classes(self.tokenizer).items()}
         sums = dict.fromkeys([*classes, "rest"], 0.0)
         for batch, batch_features in self.in_batches(samples, features):
-            image_tokens = self.lisa.mm_projector(batch_features)
-            logits, tokens = answer_logits(self.lisa, answer_states(self.lisa, batch, list(image_tokens)))
+            logits, tokens = self.answer_logits(batch, batch_features)
             losses = F.cross_entropy(logits, tokens, reduction="none")
             rest = torch.ones_like(tokens, dtype=torch.bool)
             for name, ids in classes.items():
