@@ -98,6 +98,39 @@ def test_released_recipe_run_merges_lora_into_the_saved_weights(tmp_path: Path) 
     assert not any("lora" in name for name in predictor.model.state_dict())
 
 
+class Stopped(Exception):
+    """Stands for a crash or a Ctrl-C in the middle of a run."""
+
+
+def stop_before_step(trainer, step: int) -> None:
+    """Make ``trainer`` stop in the loss of ``step`` (1-based), as a run killed there would."""
+    compute_loss = trainer.compute_loss
+
+    def stopping(batch):
+        if trainer.step + 1 == step:
+            raise Stopped
+        return compute_loss(batch)
+
+    trainer.compute_loss = stopping
+
+
+def test_a_lisa_stage_stopped_and_resumed_ends_at_the_weights_of_one_that_never_stopped(tmp_path: Path) -> None:
+    """The shapes stream reads on from the checkpoint (it reread its first scenes before), and LoRA's dropout
+    draws on from torch's saved generator."""
+    from osprey_model.lisa.tiny import create_tiny_lisa
+
+    model_dir, clip_dir = create_tiny_lisa(tmp_path / "init")
+    _trainer(model_dir, clip_dir, tmp_path / "whole", 3, save_every=0).train()
+    stopped = _trainer(model_dir, clip_dir, tmp_path / "stopped", 3, save_every=2)
+    stop_before_step(stopped, 3)
+    with pytest.raises(Stopped):
+        stopped.train()
+    _trainer(model_dir, clip_dir, tmp_path / "stopped", 3, save_every=2).train()
+    whole, resumed = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "stopped"))
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def test_the_clip_stage_weights_its_kind_of_shape_term(tmp_path: Path) -> None:
     from transformers import CLIPVisionModel
 
@@ -163,6 +196,33 @@ def test_the_answer_stage_reports_a_memorised_pool(tmp_path: Path) -> None:
     )
     assert split["name"] > 0 and split["place"] > 0
     assert sum(split.values()) * len(stage.pool) == pytest.approx(whole, rel=1e-3)
+
+
+def test_a_resumed_answer_stage_draws_its_pool_and_its_batches_as_an_unstopped_one(tmp_path: Path) -> None:
+    """The pool comes from the stage's generator before its batches do: a resume rebuilds the pool from the
+    seed, then puts the generator where the checkpoint left it."""
+    from transformers import CLIPVisionModel
+
+    from osprey_model.lisa import LisaForCausalLM
+    from training.train_tiny_lisa import ANSWER_WEIGHTS, AnswerPretraining, tiny_lisa_config
+
+    tokenizer = run_tokenizer(tmp_path / "tokenizer")
+
+    def stage(out: str) -> AnswerPretraining:
+        torch.manual_seed(0)
+        tower = CLIPVisionModel(tiny_clip_config(width=32, layers=2)).requires_grad_(False).eval()
+        model = LisaForCausalLM(tiny_lisa_config(len(tokenizer), vision_width=32), tower.config)
+        model.vision_tower = tower
+        return AnswerPretraining(model, tokenizer, tmp_path / out, 4, 2, pool_size=6, seed=2, save_every=2)
+
+    stage("whole").train()
+    stopped = stage("stopped")
+    stop_before_step(stopped, 4)
+    with pytest.raises(Stopped):
+        stopped.train()
+    stage("stopped").train()
+    whole, resumed = (load_file(tmp_path / run / ANSWER_WEIGHTS) for run in ("whole", "stopped"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
 def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The shared training loop's metrics.csv across stops and resumes, on a one-layer model."""
+"""The shared training loop across stops and resumes, on a one-layer model: its metrics.csv, and that a run
+stopped and resumed ends where one that never stopped does."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
-from training.loop import METRICS_FILE, TrainingLoop
+from training.loop import DATA_STATE_FILE, LAST_CHECKPOINT, METRICS_FILE, TrainingLoop
+from training.streams import SeededBatches, SeededStream
 
 
 class Stopped(Exception):
@@ -77,3 +81,51 @@ def test_a_fresh_start_does_not_append_to_an_old_log(tmp_path: Path) -> None:
     LineFit(tmp_path, steps=2).train()  # no checkpoint-last: a rerun starts over
     LineFit(tmp_path, steps=3).train()
     assert logged_steps(tmp_path) == [1, 2, 3]
+
+
+class NoisyLineFit(SeededBatches, LineFit):
+    """Fits y = 2x on points drawn from its own generator, through dropout: both draws must go on, not start
+    over, when a run resumes."""
+
+    def __init__(self, out: Path, steps: int, save_every: int = 0, stop_at: int | None = None) -> None:
+        self.rng = np.random.default_rng(0)
+        super().__init__(out, steps, save_every, stop_at)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        while True:
+            yield torch.as_tensor(self.rng.uniform(-1, 1, (8, 1)), dtype=torch.float32)
+
+    def compute_loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.step + 1 == self.stop_at:
+            raise Stopped
+        error = (F.dropout(self.line(batch), 0.5) - 2 * batch).pow(2).mean()
+        return error, {"error": error.item()}
+
+
+def test_a_stopped_and_resumed_run_ends_at_the_weights_of_one_that_never_stopped(tmp_path: Path) -> None:
+    whole = NoisyLineFit(tmp_path / "whole", steps=6)
+    whole.train()
+    with pytest.raises(Stopped):
+        NoisyLineFit(tmp_path / "stopped", steps=6, save_every=2, stop_at=4).train()
+    assert (tmp_path / "stopped" / LAST_CHECKPOINT / DATA_STATE_FILE).is_file()
+    resumed = NoisyLineFit(tmp_path / "stopped", steps=6, save_every=2)
+    resumed.train()
+    for name, value in whole.line.state_dict().items():
+        torch.testing.assert_close(resumed.line.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_a_seeded_stream_restored_mid_draw_hands_out_the_rest_of_it() -> None:
+    def draw(rng: np.random.Generator) -> list[int]:
+        return [int(v) for v in rng.integers(1000, size=int(rng.integers(4)))]  # 0 to 3 items a draw
+
+    stream = SeededStream(7, draw)
+    for _ in range(5):
+        next(stream)
+    state = stream.state_dict()
+    expected = [next(stream) for _ in range(20)]
+
+    restored = SeededStream(7, draw)
+    restored.load_state_dict(state)
+    assert [next(restored) for _ in range(20)] == expected
+    fresh = SeededStream(7, draw)
+    assert [next(fresh) for _ in range(25)][5:] == expected

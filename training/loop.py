@@ -2,7 +2,9 @@
 gradient accumulation and clipping, resume from ``checkpoint-last``, a tqdm bar and ``metrics.csv``.
 
 A model's trainer subclasses ``TrainingLoop`` and says only what differs: its batches, its loss (with any
-extra figures to log) and how its weights are saved and restored.
+extra figures to log) and how its weights are saved and restored. A trainer whose batches come from a seeded
+stream also says where the stream is (``data_state``), so that a resumed run reads on from there, and with
+torch's generator restored too, a run stopped and resumed ends at the weights of one that never stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm import tqdm
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
+DATA_STATE_FILE = "data_state.json"
 METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = "checkpoint-last"
 
@@ -116,6 +119,15 @@ class TrainingLoop:
     def load_model(self, checkpoint: Path) -> None:
         raise NotImplementedError
 
+    def data_state(self) -> dict[str, Any] | None:
+        """Where the batches' stream is now (JSON-able), for a resume to read on from there; None (the
+        default) when the trainer cannot say, and a resumed run starts its data over."""
+        return None
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        """Put the stream back where ``data_state`` said it was."""
+        raise NotImplementedError
+
     # ---- checkpoints --------------------------------------------------------------------------------
     def save(self, final: bool = False) -> Path:
         """The model (the final one in ``output_dir``), plus what a resume needs in ``checkpoint-last``."""
@@ -126,8 +138,16 @@ class TrainingLoop:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         self.save_model(target, final=False)
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),  # dropout (LoRA's) draws from it
+        }
         torch.save(state, target / STATE_FILE)
+        data_state = self.data_state()
+        if data_state is not None:
+            (target / DATA_STATE_FILE).write_text(json.dumps(data_state))
         last = self.output_dir / LAST_CHECKPOINT
         shutil.rmtree(last, ignore_errors=True)
         target.rename(last)  # a crash mid-save never leaves a half-written checkpoint-last
@@ -149,6 +169,12 @@ class TrainingLoop:
         self.load_model(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if (checkpoint / DATA_STATE_FILE).is_file():
+            self.load_data_state(json.loads((checkpoint / DATA_STATE_FILE).read_text()))
+        else:
+            logger.warning("%s holds no data state: %s reads its data from the start again", checkpoint, self.name)
         self.step = step
         logger.info("resumed %s from %s at step %d", self.name, checkpoint, self.step)
         return True

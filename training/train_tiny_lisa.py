@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +72,7 @@ from .lisa.shapes_data import VALIDATION_SEED, answer_token_classes, corpus, sha
 from .lisa.trainer import LisaItem, LisaTrainConfig, LisaTrainer
 from .loop import METRICS_FILE, TrainingLoop
 from .shapes_world import scene
+from .streams import SeededBatches, SeededStream
 from .tokenizer import train_tokenizer
 
 MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
@@ -184,7 +186,7 @@ def patch_labels(masks: list[np.ndarray], shapes, grid: int) -> tuple[np.ndarray
     return colour, category
 
 
-class ClipPretraining(TrainingLoop):
+class ClipPretraining(SeededBatches, TrainingLoop):
     def __init__(
         self,
         tower: CLIPVisionModel,
@@ -258,7 +260,7 @@ def click_embedding(
 
 
 # ---- stage 2: one-token clicks for SAM's decoder -----------------------------------------------------------
-class ClickPretraining(TrainingLoop):
+class ClickPretraining(SeededBatches, TrainingLoop):
     def __init__(self, segmenter: SamSegmenter, out: Path, steps: int, batch_size: int, seed: int) -> None:
         self.segmenter, self.batch_size, self.rng = segmenter, batch_size, np.random.default_rng(seed)
         decoder = segmenter.sam.mask_decoder
@@ -299,7 +301,7 @@ class ClickPretraining(TrainingLoop):
 
 
 # ---- stage 3: answers, read off cached tower features --------------------------------------------------------
-class AnswerPretraining(TrainingLoop):
+class AnswerPretraining(SeededBatches, TrainingLoop):
     """The LLM and projector learn the answers' text (which shape, roughly where) from a pool of scenes whose
     frozen tower features are computed once: no SAM, so a step costs a tenth of a ground step, and the lookup
     gets the many steps it needs before the chain is trained."""
@@ -417,6 +419,11 @@ class AnswerPretraining(TrainingLoop):
         print(f"answer stage: {report}")
         return path
 
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        if not self.pool:
+            self.make_pool()  # drawn from the generator first: the saved state is past it
+        super().load_data_state(state)
+
     def batches(self) -> Iterator[np.ndarray]:
         if not self.pool:
             self.make_pool()
@@ -439,17 +446,19 @@ class AnswerPretraining(TrainingLoop):
 
 
 # ---- stages 4 and 5: the LISA chain ------------------------------------------------------------------------
-def shapes_items(seed: int, segmenter: SamSegmenter | None = None) -> Iterator[LisaItem]:
+def shapes_items(seed: int, segmenter: SamSegmenter | None = None) -> SeededStream[LisaItem]:
     """Shapes-world questions; with ``segmenter``, each carries SAM's embedding of a click deep inside each
     target (the ground stage's regression target)."""
-    rng = np.random.default_rng(seed)
-    while True:
+
+    def draw(rng: np.random.Generator) -> list[LisaItem]:
         sample = shapes_sample(rng)
         targets = [t.astype(np.uint8) for t in sample.targets]
         prompts = None
         if segmenter is not None:
             prompts = click_embedding(segmenter, targets[0].shape, [innermost_point(t) for t in targets])
-        yield LisaItem(sample.image, sample.query.query, sample.query.answer, targets, prompt_targets=prompts)
+        return [LisaItem(sample.image, sample.query.query, sample.query.answer, targets, prompt_targets=prompts)]
+
+    return SeededStream(seed, draw)
 
 
 def write_release(model: LisaForCausalLM, tokenizer, tower: CLIPVisionModel, out: Path) -> tuple[Path, Path]:

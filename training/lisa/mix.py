@@ -10,12 +10,12 @@ ones for ReasonSeg sentences, a random answer with one ``[SEG]``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
+from ..streams import SeededStream
 from .data import (
     ANSWERS,
     IMAGE_PREFIX,
@@ -85,13 +85,17 @@ def _draw(sources: LisaSources, kind: str, rng: np.random.Generator) -> list[Lis
     return [LisaItem(_rgb(vqa.image), question, vqa.conversations[1]["value"], [], image_id=str(vqa.image))]
 
 
-def mixed_items(sources: LisaSources, seed: int = 0) -> Iterator[LisaItem]:
-    """Endless items at the released rates; a record that cannot be read is logged and skipped."""
-    rng = np.random.default_rng(seed)
+def mixed_items(sources: LisaSources, seed: int = 0) -> SeededStream[LisaItem]:
+    """Endless items at the released rates; a record that cannot be read is logged and skipped. A resumed run
+    reads on from where its checkpoint was (``SeededStream``)."""
     sizes = sources.sizes()
-    while True:
+
+    def draw(rng: np.random.Generator) -> list[LisaItem]:
         kind = draw_source(rng, sizes)
         try:
-            yield from _draw(sources, kind, rng)
+            return _draw(sources, kind, rng)
         except (OSError, ValueError) as exc:
             logger.warning("%s sample skipped: %s", kind, exc)
+            return []
+
+    return SeededStream(seed, draw)

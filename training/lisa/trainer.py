@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from osprey_model.lisa.prompting import LisaTokens
 from osprey_model.sam import SamFrame, SamSegmenter
 
 from ..loop import TrainingLoop
+from ..streams import SeededStream
 from .losses import lisa_loss
 from .recipe import LisaRecipe, answer_states, make_sample, merge_lora, prepare_for_training, seg_mask_logits, text_loss
 
@@ -119,6 +121,13 @@ class LisaTrainer(TrainingLoop):
             if not batch:
                 return
             yield batch
+
+    def data_state(self) -> dict[str, Any] | None:
+        return self.items.state_dict() if isinstance(self.items, SeededStream) else None
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        assert isinstance(self.items, SeededStream)
+        self.items.load_state_dict(state)
 
     def encode(self, items: list[LisaItem]) -> tuple[torch.Tensor, list[SamFrame]]:
         """CLIP features (B, P, C) and SAM frames of the items' images; both encoders are frozen, so an image
