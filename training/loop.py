@@ -144,6 +144,8 @@ class TrainingLoop:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),  # dropout (LoRA's) draws from it
         }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()  # and from this one on GPUs
         torch.save(state, target / STATE_FILE)
         data_state = self.data_state()
         if data_state is not None:
@@ -169,12 +171,15 @@ class TrainingLoop:
         self.load_model(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
         if (checkpoint / DATA_STATE_FILE).is_file():
             self.load_data_state(json.loads((checkpoint / DATA_STATE_FILE).read_text()))
         else:
             logger.warning("%s holds no data state: %s reads its data from the start again", checkpoint, self.name)
+        # Last: restoring the data may run model code (a pool's tower features), which must not draw from these.
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = step
         logger.info("resumed %s from %s at step %d", self.name, checkpoint, self.step)
         return True

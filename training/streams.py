@@ -42,7 +42,10 @@ class SeededStream(Iterator[T], Generic[T]):
         return self._pending[self._taken - 1]
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able (a PCG64 state is two Python ints)."""
+        """JSON-able (a PCG64 state is two Python ints). A used-up draw is not drawn again on restore: that
+        would read its record once more (an image from disk, which may fail this time)."""
+        if self._taken >= len(self._pending):
+            return {"generator": dict(self.rng.bit_generator.state), "taken": 0}
         return {"generator": self._before_pending, "taken": self._taken}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

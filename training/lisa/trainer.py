@@ -14,6 +14,7 @@ curriculum's "prompts first" signal, off in the released recipe.
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -33,6 +34,8 @@ from ..loop import TrainingLoop
 from ..streams import SeededStream
 from .losses import lisa_loss
 from .recipe import LisaRecipe, answer_states, make_sample, merge_lora, prepare_for_training, seg_mask_logits, text_loss
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,8 +129,10 @@ class LisaTrainer(TrainingLoop):
         return self.items.state_dict() if isinstance(self.items, SeededStream) else None
 
     def load_data_state(self, state: dict[str, Any]) -> None:
-        assert isinstance(self.items, SeededStream)
-        self.items.load_state_dict(state)
+        if isinstance(self.items, SeededStream):
+            self.items.load_state_dict(state)
+        else:  # a checkpoint of a seeded run resumed with other data
+            logger.warning("%s: items are not a SeededStream; they start from their beginning", self.name)
 
     def encode(self, items: list[LisaItem]) -> tuple[torch.Tensor, list[SamFrame]]:
         """CLIP features (B, P, C) and SAM frames of the items' images; both encoders are frozen, so an image
