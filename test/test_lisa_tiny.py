@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from ros_harness import domain_id, ros_env
+from run_stops import Stopped, stop_before_step
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast
 
@@ -96,22 +97,6 @@ def test_released_recipe_run_merges_lora_into_the_saved_weights(tmp_path: Path) 
     # Every key of the saved file must be a released one: a LoRA key would fail this load as unexpected.
     predictor = LisaPredictor.from_pretrained(tmp_path / "run", clip_dir)
     assert not any("lora" in name for name in predictor.model.state_dict())
-
-
-class Stopped(Exception):
-    """Stands for a crash or a Ctrl-C in the middle of a run."""
-
-
-def stop_before_step(trainer, step: int) -> None:
-    """Make ``trainer`` stop in the loss of ``step`` (1-based), as a run killed there would."""
-    compute_loss = trainer.compute_loss
-
-    def stopping(batch):
-        if trainer.step + 1 == step:
-            raise Stopped
-        return compute_loss(batch)
-
-    trainer.compute_loss = stopping
 
 
 def test_a_lisa_stage_stopped_and_resumed_ends_at_the_weights_of_one_that_never_stopped(tmp_path: Path) -> None:

@@ -329,7 +329,9 @@ class AnswerPretraining(SeededBatches, TrainingLoop):
         )  # fmt: skip
 
     def make_pool(self) -> None:
-        """The pool, once (the tower is frozen)."""
+        """The pool, once (the tower is frozen); the first of the stage's draws from its generator."""
+        if self.pool:
+            return
         self.pool, self.features = self.tokenized_scenes(self.rng, self.pool_size, "answer pool")
 
     @torch.no_grad()
@@ -412,21 +414,18 @@ class AnswerPretraining(SeededBatches, TrainingLoop):
     def train(self) -> Path:
         """Train, then write how well the answers carry over to fresh scenes (``answer_fit.json``)."""
         path = super().train()
-        if not self.pool:
-            self.make_pool()  # resumed at the last step: nothing trained, but the report needs the pool
+        self.make_pool()  # resumed at the last step: nothing trained, but the report needs the pool
         report = self.fit_report()
         (self.output_dir / FIT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         print(f"answer stage: {report}")
         return path
 
     def load_data_state(self, state: dict[str, Any]) -> None:
-        if not self.pool:
-            self.make_pool()  # drawn from the generator first: the saved state is past it
+        self.make_pool()  # drawn from the generator first: the saved state is past it
         super().load_data_state(state)
 
     def batches(self) -> Iterator[np.ndarray]:
-        if not self.pool:
-            self.make_pool()
+        self.make_pool()
         while True:
             yield self.rng.integers(len(self.pool), size=self.batch_size)
 
