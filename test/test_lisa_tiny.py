@@ -210,6 +210,34 @@ def test_a_resumed_answer_stage_draws_its_pool_and_its_batches_as_an_unstopped_o
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_stopped_and_resumed_clip_and_click_stages_end_at_the_weights_of_unstopped_ones(tmp_path: Path) -> None:
+    """The stages before the LLM resume too (the clip stage's heads with its tower), so that a run stopped
+    anywhere in the curriculum ends where one that never stopped does."""
+    from transformers import CLIPVisionModel
+
+    from osprey_model.sam import load_sam
+    from training.train_tiny_lisa import TINY_SAM, ClickPretraining
+
+    def clip(out: str) -> ClipPretraining:
+        torch.manual_seed(0)
+        tower = CLIPVisionModel(tiny_clip_config(width=32, layers=2))
+        return ClipPretraining(tower, tmp_path / out, 4, 2, seed=0, save_every=2)
+
+    def click(out: str) -> ClickPretraining:
+        return ClickPretraining(SamSegmenter(load_sam("tiny", TINY_SAM)), tmp_path / out, 3, 1, seed=0, save_every=1)
+
+    for stage, weights, stop_at in ((clip, "clip_tower.safetensors", 4), (click, "mask_decoder.safetensors", 3)):
+        stage(f"{weights}-whole").train()
+        stopped = stage(f"{weights}-stopped")
+        stop_before_step(stopped, stop_at)
+        with pytest.raises(Stopped):
+            stopped.train()
+        stage(f"{weights}-stopped").train()
+        whole, resumed = (load_file(tmp_path / f"{weights}-{run}" / weights) for run in ("whole", "stopped"))
+        assert whole.keys() == resumed.keys()
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), weights
+
+
 def test_the_tiny_curriculum_runs_end_to_end(tmp_path: Path) -> None:
     """A few steps of every stage; the result loads and answers (what it answers is the card's business)."""
     out = tmp_path / "tiny"

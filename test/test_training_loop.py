@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+import training.loop
 from training.loop import DATA_STATE_FILE, LAST_CHECKPOINT, METRICS_FILE, TrainingLoop
 from training.streams import SeededBatches, SeededStream
 
@@ -64,17 +66,22 @@ def test_a_run_stopped_before_its_first_step_logs_a_header_when_run_again(tmp_pa
     assert logged_steps(tmp_path) == [1, 2, 3]
 
 
-def test_a_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
+def test_a_resumed_run_logs_each_step_once_and_counts_its_seconds_on(tmp_path: Path, monkeypatch) -> None:
+    """The last row's ``seconds`` is the whole run's training time, across stops (a card reports it)."""
+    ticks = iter(range(0, 10_000, 10))  # every reading of the clock is 10 s after the one before
+    monkeypatch.setattr(training.loop, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
     with pytest.raises(Stopped):
         LineFit(tmp_path, steps=6, save_every=2, stop_at=4).train()  # checkpoint at step 2, step 3 logged
     assert logged_steps(tmp_path) == [1, 2, 3]
 
+    next(ticks)  # time passes between the stop and the resume
     resumed = LineFit(tmp_path, steps=6, save_every=2)
     resumed.train()
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     with (tmp_path / METRICS_FILE).open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["step", "loss", "error", "learning_rate", "seconds"]
+    assert [float(row["seconds"]) for row in rows] == [10, 20, 30, 40, 50, 60]  # step 3 trained again
 
 
 def test_a_fresh_start_does_not_append_to_an_old_log(tmp_path: Path) -> None:

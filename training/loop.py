@@ -184,35 +184,39 @@ class TrainingLoop:
         logger.info("resumed %s from %s at step %d", self.name, checkpoint, self.step)
         return True
 
-    def _keep_logged_steps(self, metrics_path: Path) -> bool:
-        """Trim ``metrics.csv`` to the steps the model now holds, and say whether it still has its header.
+    def _keep_logged_steps(self, metrics_path: Path) -> tuple[bool, float]:
+        """Trim ``metrics.csv`` to the steps the model now holds; say whether it still has its header, and
+        how many seconds of training its last kept step had taken (the ``seconds`` column goes on from there,
+        so that a resumed run's last row gives the whole run's training time).
 
         A run stopped after its last checkpoint logged steps that the resumed run trains and logs again, and
         one stopped before its first step left a file with no header; a fresh start keeps nothing."""
         if self.step == 0 or not metrics_path.is_file():
-            return False
+            return False, 0.0
         with metrics_path.open(newline="") as f:
             rows = list(csv.reader(f))
         if not rows or "step" not in rows[0]:
             logger.warning("%s has no header; the resumed run appends to it as it is", metrics_path)
-            return bool(rows)
+            return bool(rows), 0.0
         column = rows[0].index("step")
         kept = [rows[0], *(row for row in rows[1:] if int(row[column]) <= self.step)]
         if len(kept) < len(rows):
             with metrics_path.open("w", newline="") as f:
                 csv.writer(f).writerows(kept)
-        return True
+        seconds = float(kept[-1][rows[0].index("seconds")]) if len(kept) > 1 and "seconds" in rows[0] else 0.0
+        return True, seconds
 
     # ---- the loop -----------------------------------------------------------------------------------
     def train(self) -> Path:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()
         metrics_path = self.output_dir / METRICS_FILE
-        new_log = not self._keep_logged_steps(metrics_path)
+        kept_log, seconds_before = self._keep_logged_steps(metrics_path)
+        new_log = not kept_log
         with metrics_path.open("w" if new_log else "a", newline="") as f:
             log = csv.writer(f)
             bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step")
-            start = time.monotonic()
+            start = time.monotonic() - seconds_before
             micro = 0
             while self.step < self.total_steps:
                 for batch in self.batches():

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -78,6 +77,7 @@ from .tokenizer import train_tokenizer
 MODEL_FOLDER, CLIP_FOLDER = "LISA-tiny", "clip-vit-tiny-shapes"
 CLIP_IMAGE_SIZE, CLIP_PATCH = 112, 14
 ANSWER_WEIGHTS, FIT_REPORT = "answer_llm.safetensors", "answer_fit.json"
+CLIP_HEADS = "clip_heads.safetensors"  # in the clip stage's checkpoints only
 RECIPE_TOKENIZER = Path(__file__).resolve().parent / "lisa" / "tiny_tokenizer"  # the shipped model's ids
 TINY_SAM = Path(__file__).resolve().parents[1] / "osprey_model/checkpoints/tiny-sam/sam_tiny.safetensors"
 
@@ -197,6 +197,7 @@ class ClipPretraining(SeededBatches, TrainingLoop):
         kind_weight: float = 1.0,
         learning_rate: float = 1e-3,
         kind_on_shapes_only: bool = True,
+        save_every: int = 0,
     ) -> None:
         width, grid = tower.config.hidden_size, tower.config.image_size // tower.config.patch_size
         self.tower, self.grid, self.batch_size, self.kind_weight = tower, grid, batch_size, kind_weight
@@ -212,8 +213,9 @@ class ClipPretraining(SeededBatches, TrainingLoop):
         self.processor, self.rng = tiny_image_processor(), np.random.default_rng(seed)
         params = [*tower.parameters(), *self.heads.parameters()]
         super().__init__(
-            tower, params, out, name="clip", total_steps=steps, learning_rate=learning_rate, warmup_steps=50
-        )
+            tower, params, out, name="clip", total_steps=steps, learning_rate=learning_rate, warmup_steps=50,
+            save_every=save_every,
+        )  # fmt: skip
 
     def batches(self) -> Iterator[list]:
         return scene_batches(self.rng, self.batch_size)
@@ -242,9 +244,13 @@ class ClipPretraining(SeededBatches, TrainingLoop):
 
     def save_model(self, target: Path, final: bool) -> None:
         save_file({k: v.contiguous() for k, v in self.tower.state_dict().items()}, target / "clip_tower.safetensors")
+        if not final:  # the heads only train the tower, but a resume must go on with them as they were
+            save_file(self.heads.state_dict(), target / CLIP_HEADS)
 
     def load_model(self, checkpoint: Path) -> None:
         self.tower.load_state_dict(load_file(checkpoint / "clip_tower.safetensors"))
+        if (checkpoint / CLIP_HEADS).is_file():
+            self.heads.load_state_dict(load_file(checkpoint / CLIP_HEADS))
 
 
 def click_embedding(
@@ -261,12 +267,14 @@ def click_embedding(
 
 # ---- stage 2: one-token clicks for SAM's decoder -----------------------------------------------------------
 class ClickPretraining(SeededBatches, TrainingLoop):
-    def __init__(self, segmenter: SamSegmenter, out: Path, steps: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, segmenter: SamSegmenter, out: Path, steps: int, batch_size: int, seed: int, save_every: int = 0
+    ) -> None:
         self.segmenter, self.batch_size, self.rng = segmenter, batch_size, np.random.default_rng(seed)
         decoder = segmenter.sam.mask_decoder
         super().__init__(
             decoder, list(decoder.parameters()), out, name="click", total_steps=steps, learning_rate=3e-4,
-            warmup_steps=20,
+            warmup_steps=20, save_every=save_every,
         )  # fmt: skip
 
     def batches(self) -> Iterator[list]:
@@ -552,30 +560,31 @@ def main() -> None:
         parser.error(str(error))
     runs = []
 
-    def timed(name: str, steps: int, run) -> None:
-        start = time.monotonic()
-        run()
-        runs.append({"stage": name, "steps": steps, "minutes": round((time.monotonic() - start) / 60, 1)})
+    def record_run(name: str, output_dir: Path) -> None:
+        """The stage's steps and minutes of training as its metrics.csv has them (across stops and resumes)."""
+        with (output_dir / METRICS_FILE).open() as f:
+            last = list(csv.DictReader(f))[-1]
+        runs.append({"stage": name, "steps": int(last["step"]), "minutes": round(float(last["seconds"]) / 60, 1)})
 
     def run_or_reuse(stage: TrainingLoop, weights: str, steps: int) -> None:
         """A stage that already finished in ``--out`` (same command, e.g. a rerun after a crash) is loaded."""
-        if not (stage.output_dir / weights).is_file():
-            timed(stage.name, steps, stage.train)
-            return
-        with (stage.output_dir / METRICS_FILE).open() as f:
-            rows = list(csv.DictReader(f))
-        if int(rows[-1]["step"]) != steps:  # another command's stage: reusing it would ship what was not asked
-            parser.error(
-                f"{stage.output_dir} holds a finished {stage.name} stage of {rows[-1]['step']} steps, not {steps}: "
-                "use another --out, or delete that folder to train it again"
-            )
-        stage.load_model(stage.output_dir)
-        runs.append({"stage": stage.name, "steps": steps, "minutes": round(float(rows[-1]["seconds"]) / 60, 1)})
+        if (stage.output_dir / weights).is_file():
+            with (stage.output_dir / METRICS_FILE).open() as f:
+                done = int(list(csv.DictReader(f))[-1]["step"])
+            if done != steps:  # another command's stage: reusing it would ship what was not asked
+                parser.error(
+                    f"{stage.output_dir} holds a finished {stage.name} stage of {done} steps, not {steps}: "
+                    "use another --out, or delete that folder to train it again"
+                )
+            stage.load_model(stage.output_dir)
+        else:
+            stage.train()
+        record_run(stage.name, stage.output_dir)
 
     tower = CLIPVisionModel(tiny_clip_config(args.clip_width, args.clip_layers))
     clip_stage = ClipPretraining(
         tower, args.out / "clip", args.clip_steps, 32, args.seed, args.clip_kind_weight, args.clip_lr,
-        kind_on_shapes_only=args.clip_kind_patches == "shape",
+        kind_on_shapes_only=args.clip_kind_patches == "shape", save_every=args.save_every,
     )  # fmt: skip
     run_or_reuse(clip_stage, "clip_tower.safetensors", args.clip_steps)
     tower.requires_grad_(False).eval()
@@ -584,7 +593,7 @@ def main() -> None:
     segmenter = SamSegmenter(sam)
     sam.requires_grad_(False)
     sam.mask_decoder.requires_grad_(True)
-    click_stage = ClickPretraining(segmenter, args.out / "click", args.click_steps, 8, args.seed)
+    click_stage = ClickPretraining(segmenter, args.out / "click", args.click_steps, 8, args.seed, args.save_every)
     run_or_reuse(click_stage, "mask_decoder.safetensors", args.click_steps)
 
     lisa_config = tiny_lisa_config(len(tokenizer), args.prompt_order == "question-first", args.clip_width)
@@ -609,7 +618,8 @@ def main() -> None:
     for config in stages:
         items = shapes_items(config.seed, segmenter if config.prompt_weight else None)
         trainer = LisaTrainer(model, tokenizer, processor, items, config)
-        timed(config.trainable, config.steps, trainer.train)
+        trainer.train()
+        record_run(config.trainable, trainer.output_dir)
     model.eval()
     model_dir, clip_dir = write_release(model, tokenizer, tower, args.out)
     flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items())
