@@ -4,6 +4,7 @@ stopped and resumed ends where one that never stopped does."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +16,11 @@ from run_stops import Stopped
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 import training.loop
 from training.loop import DATA_STATE_FILE, LAST_CHECKPOINT, METRICS_FILE, TrainingLoop
-from training.streams import SeededBatches, SeededStream
+from training.streams import ResumableRandomSampler, SeededBatches, SeededStream
 
 
 class LineFit(TrainingLoop):
@@ -134,3 +136,43 @@ def test_a_seeded_stream_restored_mid_draw_hands_out_the_rest_of_it() -> None:
     assert [next(restored) for _ in range(20)] == expected
     fresh = SeededStream(7, draw)
     assert [next(fresh) for _ in range(len(taken) + 20)][len(taken) :] == expected
+
+
+def test_the_resumable_sampler_shuffles_as_shuffle_true_does_and_restores_mid_epoch() -> None:
+    """Osprey's trainer swapped ``shuffle=True`` for it: the same order (a run's data, and the shipped tiny
+    models' weights, stay what they were), and a restored one hands out the rest of its epoch, then the next."""
+    records = list(range(10))
+
+    def epochs(loader: DataLoader, count: int, sampler: ResumableRandomSampler | None = None) -> list[list[int]]:
+        order = []
+        for _ in range(count):
+            if sampler is not None:
+                sampler.start_epoch()
+            order.append([int(i) for batch in loader for i in batch])
+        return order
+
+    plain = DataLoader(records, batch_size=3, shuffle=True, generator=torch.Generator().manual_seed(5))
+    expected = epochs(plain, 3)
+    assert expected[0] != expected[1] and sorted(expected[1]) == records
+
+    def resumable() -> tuple[DataLoader, ResumableRandomSampler]:
+        generator = torch.Generator().manual_seed(5)
+        sampler = ResumableRandomSampler(records, generator)
+        return DataLoader(records, batch_size=3, sampler=sampler, generator=generator), sampler
+
+    loader, sampler = resumable()
+    assert epochs(loader, 3, sampler) == expected
+
+    loader, sampler = resumable()
+    epochs(loader, 1, sampler)
+    sampler.start_epoch()
+    batches = iter(loader)
+    for _ in range(2):  # two batches of the second epoch, then the run stops
+        next(batches)
+        sampler.taken += 3
+    state = json.loads(json.dumps(sampler.state_dict()))
+
+    loader, sampler = resumable()
+    sampler.load_state_dict(state)
+    rest = epochs(loader, 2, sampler)
+    assert rest == [expected[1][6:], expected[2]]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_stops import Stopped, stop_before_step
 
 from osprey_model import OspreyForCausalLM
 from osprey_model.tiny import CLIP_FILE, llama2_tokenizer
@@ -101,6 +102,32 @@ def test_resume_continues_from_the_last_checkpoint(tiny_dir: Path, world, tokeni
     resumed.train()
     rows = list(csv.DictReader((tmp_path / "out/metrics.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
+
+
+def test_a_stopped_and_resumed_stage_ends_at_the_weights_of_one_that_never_stopped(
+    tiny_dir: Path, world, tokenizer, tmp_path: Path
+) -> None:
+    """Stopped in its second epoch, a resumed run reads on from that epoch's next record (it started the epoch
+    over before) and ends where a run that never stopped does."""
+    model = _model(tiny_dir)
+    dataset = RegionDataset(
+        _records(3, world)[:2], tokenizer, model.config.vision.image_size, 16, model.config.max_length
+    )
+
+    def trainer(out: str) -> Trainer:
+        config = TrainConfig(stage=3, output_dir=str(tmp_path / out), max_steps=5, batch_size=1, save_every=1)
+        return Trainer(_model(tiny_dir), dataset, config, tokenizer)
+
+    whole = trainer("whole")
+    whole.train()
+    stopped = trainer("stopped")
+    stop_before_step(stopped, 4)  # checkpoint at step 3: one record into the second epoch
+    with pytest.raises(Stopped):
+        stopped.train()
+    resumed = trainer("stopped")
+    resumed.train()
+    expected, got = whole.osprey.released_state_dict(), resumed.osprey.released_state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
 def test_lora_stage3_trains_adapters_and_saves_released_names(tiny_dir: Path, world, tokenizer, tmp_path: Path) -> None:

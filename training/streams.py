@@ -3,15 +3,20 @@
 A stream that restarts from its seed when a run resumes makes the resumed run read its first items a second
 time: it is no longer the run the command describes, and two runs of one command stopped at different steps
 end at different weights. A ``SeededStream`` saves the generator's state with the checkpoint, and a resumed
-run reads on from where the stopped one was.
+run reads on from where the stopped one was. A ``ResumableRandomSampler`` does the same for a DataLoader's
+epochs of shuffled records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import base64
+import itertools
+from collections.abc import Callable, Iterator, Sized
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import torch
+from torch.utils.data import RandomSampler
 
 T = TypeVar("T")
 
@@ -66,3 +71,39 @@ class SeededBatches:
 
     def load_data_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["generator"]
+
+
+class ResumableRandomSampler(RandomSampler):
+    """``DataLoader(shuffle=True, generator=g)``'s order, resumable inside an epoch.
+
+    Give the loader this sampler and the same generator (it draws its workers' base seed from it before the
+    sampler's permutation, as with ``shuffle=True``). ``state_dict`` is the generator as the current epoch
+    began plus the records handed out since; a restored sampler draws that epoch's permutation again and
+    passes over those records without loading them.
+    """
+
+    def __init__(self, data_source: Sized, generator: torch.Generator) -> None:
+        super().__init__(data_source, generator=generator)
+        self.epoch_start = generator.get_state()
+        self.taken = 0  # indices of this epoch handed out (the trainer counts them as its batches arrive)
+        self._skip = 0
+
+    def start_epoch(self) -> None:
+        """Call before iterating the loader: the loader's first draw belongs to the epoch."""
+        assert self.generator is not None
+        self.epoch_start = self.generator.get_state()
+        self.taken = self._skip  # a restored epoch counts the records it passes over as handed out
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able: the generator's state (bytes) as base64."""
+        return {"epoch_generator": base64.b64encode(self.epoch_start.numpy().tobytes()).decode(), "taken": self.taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert self.generator is not None
+        raw = np.frombuffer(base64.b64decode(state["epoch_generator"]), dtype=np.uint8).copy()
+        self.generator.set_state(torch.from_numpy(raw))
+        self._skip = int(state["taken"])

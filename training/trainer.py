@@ -1,9 +1,9 @@
 """Osprey's trainer for any stage: CPU for tests and small runs, DeepSpeed ZeRO-2 on GPUs.
 
 AdamW, cosine schedule with linear warmup (3% by default), gradient clipping, optional gradient
-checkpointing, resume from the last checkpoint, a tqdm progress bar and a CSV metrics log (the shared
-``TrainingLoop``). Checkpoints are written in the released layout (``save_pretrained``), so any stage's
-output loads with ``from_pretrained`` and the next stage starts from it.
+checkpointing, resume from the last checkpoint (mid-epoch, where the stopped run was), a tqdm progress bar
+and a CSV metrics log (the shared ``TrainingLoop``). Checkpoints are written in the released layout
+(``save_pretrained``), so any stage's output loads with ``from_pretrained`` and the next stage starts from it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -23,6 +24,7 @@ from osprey_model import OspreyForCausalLM
 from .data.dataset import RegionDataset, collate
 from .loop import METRICS_FILE, STATE_FILE, TrainingLoop, cosine_with_warmup
 from .stages import apply_stage, get_stage, merge_lora
+from .streams import ResumableRandomSampler
 
 __all__ = ["METRICS_FILE", "STATE_FILE", "TrainConfig", "Trainer", "cosine_with_warmup"]
 
@@ -62,13 +64,15 @@ class Trainer(TrainingLoop):
         params = apply_stage(model, self.stage, config.lora_rank)
         if config.gradient_checkpointing:
             model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        generator = torch.Generator().manual_seed(config.seed)
+        self.sampler = ResumableRandomSampler(dataset, generator)  # the order of shuffle=True, resumable
         self.loader = DataLoader(
             dataset,
             batch_size=config.batch_size,
-            shuffle=True,
+            sampler=self.sampler,
             collate_fn=collate,
             num_workers=config.num_workers,
-            generator=torch.Generator().manual_seed(config.seed),
+            generator=generator,
         )
         per_epoch = math.ceil(len(self.loader) / config.grad_accum)
         total_steps = config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
@@ -130,7 +134,16 @@ class Trainer(TrainingLoop):
         ).loss
 
     def batches(self) -> Iterator[dict]:
-        return iter(self.loader)
+        self.sampler.start_epoch()
+        for batch in self.loader:  # None: every record of the batch was skipped (the loop passes over it)
+            self.sampler.taken = min(self.sampler.taken + self.config.batch_size, len(self.dataset))
+            yield batch
+
+    def data_state(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(batch), {}
