@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +24,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import ranks
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 DATA_STATE_FILE = "data_state.json"
 METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = "checkpoint-last"
+DEEPSPEED_FOLDER = "deepspeed"  # in a checkpoint: the engine's own (weights, each rank's optimizer partition)
+
+
+def rank_file(name: str, rank: int) -> str:
+    """A rank's own file in a checkpoint: rank 0 keeps the plain name, which one process has always written."""
+    if rank == 0:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.rank{rank}{dot}{suffix}"
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -73,6 +85,11 @@ class TrainingLoop:
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
+        if ranks.world_size() > 1 and not deepspeed_config:
+            raise ValueError(
+                f"{ranks.world_size()} processes without DeepSpeed would each train a copy of the model on its own "
+                "share of the data: pass a DeepSpeed config (--deepspeed), or run one process"
+            )
         self.model, self.params = model, params
         self.name = name  # the progress bar's label
         self.metrics_prefix = metrics_prefix or {}  # constant leading columns of metrics.csv (e.g. the stage)
@@ -130,29 +147,44 @@ class TrainingLoop:
 
     # ---- checkpoints --------------------------------------------------------------------------------
     def save(self, final: bool = False) -> Path:
-        """The model (the final one in ``output_dir``), plus what a resume needs in ``checkpoint-last``."""
+        """The model (the final one in ``output_dir``), plus what a resume needs in ``checkpoint-last``.
+
+        The first rank writes the model; every rank writes its own generators and place in the data, and under
+        DeepSpeed the engine writes each rank's optimizer partition (with the fp32 master weights that a resume
+        must restore, not only the module's)."""
+        main, rank = ranks.is_main(), ranks.rank()
         if final:
-            self.save_model(self.output_dir, final=True)
+            if main:
+                self.save_model(self.output_dir, final=True)
+            ranks.barrier()
             return self.output_dir
         target = self.output_dir / f"{LAST_CHECKPOINT}.tmp"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        self.save_model(target, final=False)
-        state = {
+        if main:
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            self.save_model(target, final=False)
+        ranks.barrier()
+        state: dict[str, Any] = {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "world_size": ranks.world_size(),
             "torch_rng": torch.get_rng_state(),  # dropout (LoRA's) draws from it
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()  # and from this one on GPUs
-        torch.save(state, target / STATE_FILE)
+        if self.engine is not None:
+            self.engine.save_checkpoint(str(target / DEEPSPEED_FOLDER), tag="last", client_state={"step": self.step})
+        else:
+            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+        torch.save(state, target / rank_file(STATE_FILE, rank))
         data_state = self.data_state()
         if data_state is not None:
-            (target / DATA_STATE_FILE).write_text(json.dumps(data_state))
+            (target / rank_file(DATA_STATE_FILE, rank)).write_text(json.dumps(data_state))
+        ranks.barrier()
         last = self.output_dir / LAST_CHECKPOINT
-        shutil.rmtree(last, ignore_errors=True)
-        target.rename(last)  # a crash mid-save never leaves a half-written checkpoint-last
+        if main:
+            shutil.rmtree(last, ignore_errors=True)
+            target.rename(last)  # a crash mid-save never leaves a half-written checkpoint-last
+        ranks.barrier()
         return last
 
     def try_resume(self) -> bool:
@@ -160,7 +192,17 @@ class TrainingLoop:
         checkpoint = self.output_dir / LAST_CHECKPOINT
         if not (checkpoint / STATE_FILE).is_file():
             return False
-        state = torch.load(checkpoint / STATE_FILE, weights_only=True)
+        rank = ranks.rank()
+        own = checkpoint / rank_file(STATE_FILE, rank)
+        saved_by = torch.load(checkpoint / STATE_FILE, weights_only=True).get("world_size", 1)
+        if saved_by != ranks.world_size() or not own.is_file():
+            # Each rank's place in the data (and its optimizer partition) is its own: another count of ranks
+            # would read other data than the stopped run, or find no state at all.
+            raise ValueError(
+                f"{checkpoint} was written by {saved_by} process(es), and this run has {ranks.world_size()}: "
+                "resume with as many, or use another output directory"
+            )
+        state = torch.load(own, weights_only=True)
         step = int(state["step"])
         if step > self.total_steps:
             # Resuming would train nothing and save a longer run's weights as this one's.
@@ -168,11 +210,15 @@ class TrainingLoop:
                 f"{checkpoint} is at step {step}, past this run's {self.total_steps} steps: "
                 "use another output directory, or delete that checkpoint to start over"
             )
-        self.load_model(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if (checkpoint / DATA_STATE_FILE).is_file():
-            self.load_data_state(json.loads((checkpoint / DATA_STATE_FILE).read_text()))
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_FOLDER), tag="last")
+        else:
+            self.load_model(checkpoint)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        data_file = checkpoint / rank_file(DATA_STATE_FILE, rank)
+        if data_file.is_file():
+            self.load_data_state(json.loads(data_file.read_text()))
         else:
             logger.warning("%s holds no data state: %s reads its data from the start again", checkpoint, self.name)
         # Last: restoring the data may run model code (a pool's tower features), which must not draw from these.
@@ -210,12 +256,13 @@ class TrainingLoop:
     def train(self) -> Path:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()
-        metrics_path = self.output_dir / METRICS_FILE
-        kept_log, seconds_before = self._keep_logged_steps(metrics_path)
+        main = ranks.is_main()  # the one that logs
+        metrics_path = self.output_dir / METRICS_FILE if main else Path(os.devnull)
+        kept_log, seconds_before = self._keep_logged_steps(metrics_path) if main else (False, 0.0)
         new_log = not kept_log
         with metrics_path.open("w" if new_log else "a", newline="") as f:
             log = csv.writer(f)
-            bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step")
+            bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, unit="step", disable=not main)
             start = time.monotonic() - seconds_before
             micro = 0
             while self.step < self.total_steps:

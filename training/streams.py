@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import itertools
+import math
 from collections.abc import Callable, Iterator, Sized
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import RandomSampler
+
+from . import ranks
 
 T = TypeVar("T")
 
@@ -74,16 +77,24 @@ class SeededBatches:
 
 
 class ResumableRandomSampler(RandomSampler):
-    """``DataLoader(shuffle=True, generator=g)``'s order, resumable inside an epoch.
+    """``DataLoader(shuffle=True, generator=g)``'s order, resumable inside an epoch, and split between ranks.
 
     Give the loader this sampler and the same generator (it draws its workers' base seed from it before the
     sampler's permutation, as with ``shuffle=True``). ``state_dict`` is the generator as the current epoch
     began plus the records handed out since; a restored sampler draws that epoch's permutation again and
-    passes over those records without loading them.
+    passes over those records without loading them. Under several ranks (same seed on each) every rank draws
+    the same permutation and takes every ``world_size``-th record of it from its own rank on, padded with the
+    first ones as ``DistributedSampler`` pads, so that every rank takes as many steps.
     """
 
-    def __init__(self, data_source: Sized, generator: torch.Generator) -> None:
+    def __init__(
+        self, data_source: Sized, generator: torch.Generator, rank: int | None = None, world_size: int | None = None
+    ) -> None:
         super().__init__(data_source, generator=generator)
+        self.rank = ranks.rank() if rank is None else rank
+        self.world_size = ranks.world_size() if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not one of {self.world_size} ranks")
         self.epoch_start = generator.get_state()
         self.taken = 0  # indices of this epoch handed out (the trainer counts them as its batches arrive)
         self._skip = 0
@@ -94,9 +105,18 @@ class ResumableRandomSampler(RandomSampler):
         self.epoch_start = self.generator.get_state()
         self.taken = self._skip  # a restored epoch counts the records it passes over as handed out
 
+    def __len__(self) -> int:
+        return math.ceil(len(self.data_source) / self.world_size)  # type: ignore[arg-type]
+
     def __iter__(self) -> Iterator[int]:
         skip, self._skip = self._skip, 0
-        return itertools.islice(super().__iter__(), skip, None)
+        order: Iterator[int] = super().__iter__()
+        if self.world_size > 1:
+            whole = list(order)
+            padding = len(self) * self.world_size - len(whole)
+            whole += (whole * math.ceil(padding / len(whole)))[:padding]
+            order = iter(whole[self.rank :: self.world_size])
+        return itertools.islice(order, skip, None)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able: the generator's state (bytes) as base64."""

@@ -30,6 +30,7 @@ from osprey_model.tokenization import add_region_tokens, load_tokenizer
 
 from .data.dataset import RegionDataset
 from .data.records import load_caption_records, load_osprey_records, load_region_text_records
+from .ranks import local_device
 from .stages import get_stage
 from .trainer import TrainConfig, Trainer
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model, tokenizer = build_model(args)
     model.set_region_token_ids(*add_region_tokens(tokenizer))
-    model.to(args.device, parse_dtype(args.dtype))
+    model.to(local_device(args.device), parse_dtype(args.dtype))  # under a launcher: this rank's GPU
     records = [r for kind, file, root in args.data for r in LOADERS[kind](Path(file), Path(root))]
     config = model.config
     image_tokens = (config.vision.image_size // model.vision_tower.strides[2]) ** 2

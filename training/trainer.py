@@ -136,7 +136,7 @@ class Trainer(TrainingLoop):
     def batches(self) -> Iterator[dict]:
         self.sampler.start_epoch()
         for batch in self.loader:  # None: every record of the batch was skipped (the loop passes over it)
-            self.sampler.taken = min(self.sampler.taken + self.config.batch_size, len(self.dataset))
+            self.sampler.taken = min(self.sampler.taken + self.config.batch_size, len(self.sampler))
             yield batch
 
     def data_state(self) -> dict[str, Any]:

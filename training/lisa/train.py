@@ -24,6 +24,7 @@ import torch
 from osprey_model.embedded import DTYPES
 from osprey_model.lisa import LisaPredictor
 
+from ..ranks import local_device, rank_seed
 from .data import SemanticDataset, load_reason_seg, load_refer, load_semantic, load_vqa
 from .mix import LisaSources, mixed_items
 from .trainer import LisaTrainConfig, LisaTrainer
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sources = load_sources(args)
     logging.getLogger(__name__).info("training data: %s", sources.sizes())
-    predictor = LisaPredictor.from_pretrained(args.model, args.clip, device=args.device, dtype=DTYPES[args.dtype])
+    device = local_device(args.device)  # under a launcher: this rank's GPU
+    predictor = LisaPredictor.from_pretrained(args.model, args.clip, device=device, dtype=DTYPES[args.dtype])
     config = LisaTrainConfig(
         args.out,
         args.steps,
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> Path:
         deepspeed_config=args.deepspeed,
         seed=args.seed,
     )
-    items = mixed_items(sources, args.seed)
+    items = mixed_items(sources, rank_seed(args.seed))  # each rank its own draws; one process: the seed's
     trainer = LisaTrainer(predictor.model, predictor.tokenizer, predictor.image_processor, items, config)
     return trainer.train()
 
