@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,9 +103,13 @@ class AveragingEngine:
 class ShardedLineFit(TrainingLoop):
     """Fits y = 2x on 12 shuffled points, a batch of 2 per rank; notes the points each rank trains on."""
 
-    def __init__(self, out: Path, steps: int, save_every: int = 0, stop_at: int = 0, engine: bool = True) -> None:
+    def __init__(
+        self, out: Path, steps: int, save_every: int = 0, stop_at: int = 0, engine: bool = True, empty: int = 0
+    ) -> None:
         torch.manual_seed(0)
         self.line, self.stop_at, self.seen = nn.Linear(1, 1), stop_at, []
+        self.empty = empty  # the batch (1-based, counted over the run) that comes out empty on rank 1
+        self.handed = 0
         self.points = torch.linspace(-1, 1, RECORDS)[:, None]
         generator = torch.Generator().manual_seed(0)
         self.sampler = ResumableRandomSampler(range(RECORDS), generator)
@@ -121,7 +126,8 @@ class ShardedLineFit(TrainingLoop):
         self.sampler.start_epoch()
         for indices in self.loader:
             self.sampler.taken += len(indices)
-            yield indices
+            self.handed += 1
+            yield None if ranks.rank() == 1 and self.handed == self.empty else indices  # all its records bad
 
     def compute_loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.step + 1 == self.stop_at:
@@ -144,12 +150,12 @@ class ShardedLineFit(TrainingLoop):
 
 
 def _rank(rank: int, port: int, out: str, runs: list[dict]) -> None:
-    """One process of a run of ``WORLD``: each of ``runs`` (steps, stop_at) in turn in ``out``."""
+    """One process of a run of ``WORLD``: each of ``runs`` (ShardedLineFit's stop_at, empty) in turn in ``out``."""
     os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         for number, run in enumerate(runs):
-            fit = ShardedLineFit(Path(out), steps=6, save_every=2, stop_at=run.get("stop_at", 0))
+            fit = ShardedLineFit(Path(out), steps=6, save_every=2, **run)
             with contextlib.suppress(Stopped):
                 fit.train()
             (Path(out) / f"seen.{number}.rank{rank}.json").write_text(json.dumps(fit.seen))
@@ -161,7 +167,13 @@ def _run(out: Path, runs: list[dict]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(out), runs), nprocs=WORLD, join=True)
+    context = mp.spawn(_rank, args=(port, str(out), runs), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:  # ranks out of step wait for each other forever
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the ranks hung")
 
 
 def test_a_run_of_two_ranks_shares_the_data_logs_once_and_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -187,3 +199,18 @@ def test_a_run_of_two_ranks_shares_the_data_logs_once_and_resumes_where_it_stopp
     # One process cannot take over a checkpoint of two: its share of the data was another.
     with pytest.raises(ValueError, match="written by 2 process"):
         ShardedLineFit(tmp_path / "stopped", steps=8, save_every=2, engine=False).train()
+
+
+def test_an_empty_batch_on_one_rank_keeps_the_ranks_in_step(tmp_path: Path) -> None:
+    """Rank 1's second batch has nothing left (every record skipped): it takes the next one, and both ranks
+    still take 6 steps, one gradient all-reduce each, so neither waits for the other in a collective."""
+    _run(tmp_path, [{"empty": 2}])
+    seen = [json.loads((tmp_path / f"seen.0.rank{r}.json").read_text()) for r in range(WORLD)]
+    assert [len(batches) for batches in seen] == [6, 6]  # 6 steps each, from 7 batches
+    assert (tmp_path / "line.safetensors").is_file()
+
+
+def test_a_checkpoint_resumes_only_as_it_was_written_with_or_without_deepspeed(tmp_path: Path) -> None:
+    ShardedLineFit(tmp_path, steps=2, save_every=1, engine=False).train()
+    with pytest.raises(ValueError, match="written without DeepSpeed and this run is with it"):
+        ShardedLineFit(tmp_path, steps=3, save_every=1, engine=True).train()

@@ -111,17 +111,21 @@ def test_a_stopped_and_resumed_stage_ends_at_the_weights_of_one_that_never_stopp
     over before) and ends where a run that never stopped does."""
     model = _model(tiny_dir)
     dataset = RegionDataset(
-        _records(3, world)[:2], tokenizer, model.config.vision.image_size, 16, model.config.max_length
+        _records(3, world)[:3], tokenizer, model.config.vision.image_size, 16, model.config.max_length
     )
 
     def trainer(out: str) -> Trainer:
-        config = TrainConfig(stage=3, output_dir=str(tmp_path / out), max_steps=5, batch_size=1, save_every=1)
+        config = TrainConfig(stage=3, output_dir=str(tmp_path / out), max_steps=7, batch_size=1, save_every=1)
         return Trainer(_model(tiny_dir), dataset, config, tokenizer)
+
+    reader = trainer("order")
+    first, second = ([batch["ids"][0] for batch in reader.batches()] for _ in range(2))
+    assert first != second  # so a resume that drew the first epoch's order again would train on other records
 
     whole = trainer("whole")
     whole.train()
     stopped = trainer("stopped")
-    stop_before_step(stopped, 4)  # checkpoint at step 3: one record into the second epoch
+    stop_before_step(stopped, 5)  # checkpoint at step 4: one record into the second epoch
     with pytest.raises(Stopped):
         stopped.train()
     resumed = trainer("stopped")

@@ -162,11 +162,13 @@ class TrainingLoop:
         if main:
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
-            self.save_model(target, final=False)
+            if self.engine is None:  # DeepSpeed's checkpoint holds the weights (a second copy of a 7B is 13 GB)
+                self.save_model(target, final=False)
         ranks.barrier()
         state: dict[str, Any] = {
             "step": self.step,
             "world_size": ranks.world_size(),
+            "deepspeed": self.engine is not None,
             "torch_rng": torch.get_rng_state(),  # dropout (LoRA's) draws from it
         }
         if torch.cuda.is_available():
@@ -192,17 +194,26 @@ class TrainingLoop:
         checkpoint = self.output_dir / LAST_CHECKPOINT
         if not (checkpoint / STATE_FILE).is_file():
             return False
-        rank = ranks.rank()
-        own = checkpoint / rank_file(STATE_FILE, rank)
-        saved_by = torch.load(checkpoint / STATE_FILE, weights_only=True).get("world_size", 1)
-        if saved_by != ranks.world_size() or not own.is_file():
-            # Each rank's place in the data (and its optimizer partition) is its own: another count of ranks
-            # would read other data than the stopped run, or find no state at all.
+        rank, world = ranks.rank(), ranks.world_size()
+        first = torch.load(checkpoint / STATE_FILE, weights_only=True)
+        # Every rank decides alike (a rank that raised alone would leave the others waiting in a collective);
+        # the ranks share the output folder's filesystem.
+        saved_by = first.get("world_size", 1)
+        if saved_by != world:  # each rank's place in the data (and its ZeRO partition) is its own
             raise ValueError(
-                f"{checkpoint} was written by {saved_by} process(es), and this run has {ranks.world_size()}: "
+                f"{checkpoint} was written by {saved_by} process(es), and this run has {world}: "
                 "resume with as many, or use another output directory"
             )
-        state = torch.load(own, weights_only=True)
+        missing = [r for r in range(world) if not (checkpoint / rank_file(STATE_FILE, r)).is_file()]
+        if missing:
+            raise ValueError(f"{checkpoint} lacks the state of rank(s) {missing}: it is not a whole checkpoint")
+        if first.get("deepspeed", False) != (self.engine is not None):
+            written, run = ("with", "without") if first.get("deepspeed", False) else ("without", "with")
+            raise ValueError(
+                f"{checkpoint} was written {written} DeepSpeed and this run is {run} it: their optimizer states "
+                "differ; resume as the run was started, or use another output directory"
+            )
+        state = first if rank == 0 else torch.load(checkpoint / rank_file(STATE_FILE, rank), weights_only=True)
         step = int(state["step"])
         if step > self.total_steps:
             # Resuming would train nothing and save a longer run's weights as this one's.
@@ -211,7 +222,9 @@ class TrainingLoop:
                 "use another output directory, or delete that checkpoint to start over"
             )
         if self.engine is not None:
-            self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_FOLDER), tag="last")
+            loaded, _ = self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_FOLDER), tag="last")
+            if loaded is None:
+                raise ValueError(f"DeepSpeed found no checkpoint in {checkpoint / DEEPSPEED_FOLDER}")
         else:
             self.load_model(checkpoint)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -267,15 +280,16 @@ class TrainingLoop:
             micro = 0
             while self.step < self.total_steps:
                 for batch in self.batches():
+                    # A batch with nothing left in it (every record skipped) is passed over. With several ranks
+                    # each still takes its total_steps steps, a gradient all-reduce each, so they stay in step.
                     if batch is None:
                         continue
                     loss, extra = self.compute_loss(batch)
-                    loss = loss / self.grad_accum
                     if self.engine is not None:
-                        self.engine.backward(loss)
+                        self.engine.backward(loss)  # DeepSpeed divides by the accumulation steps itself
                         self.engine.step()
                     else:
-                        loss.backward()
+                        (loss / self.grad_accum).backward()
                     micro += 1
                     if micro % self.grad_accum:
                         continue
@@ -285,7 +299,7 @@ class TrainingLoop:
                         self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
                     self.step += 1
-                    value = loss.item() * self.grad_accum
+                    value = loss.item()
                     lr = self.scheduler.get_last_lr()[0]
                     if new_log:
                         log.writerow([*self.metrics_prefix, "step", "loss", *extra, "learning_rate", "seconds"])

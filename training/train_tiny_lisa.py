@@ -563,14 +563,15 @@ def main() -> None:
     def record_run(name: str, output_dir: Path) -> None:
         """The stage's steps and minutes of training as its metrics.csv has them (across stops and resumes)."""
         with (output_dir / METRICS_FILE).open() as f:
-            last = list(csv.DictReader(f))[-1]
+            rows = list(csv.DictReader(f))
+        last = rows[-1] if rows else {"step": 0, "seconds": 0.0}  # a stage of 0 steps logs none
         runs.append({"stage": name, "steps": int(last["step"]), "minutes": round(float(last["seconds"]) / 60, 1)})
 
     def run_or_reuse(stage: TrainingLoop, weights: str, steps: int) -> None:
         """A stage that already finished in ``--out`` (same command, e.g. a rerun after a crash) is loaded."""
         if (stage.output_dir / weights).is_file():
             with (stage.output_dir / METRICS_FILE).open() as f:
-                done = int(list(csv.DictReader(f))[-1]["step"])
+                done = max((int(row["step"]) for row in csv.DictReader(f)), default=0)
             if done != steps:  # another command's stage: reusing it would ship what was not asked
                 parser.error(
                     f"{stage.output_dir} holds a finished {stage.name} stage of {done} steps, not {steps}: "
