@@ -560,27 +560,27 @@ def main() -> None:
         parser.error(str(error))
     runs = []
 
-    def record_run(name: str, output_dir: Path) -> None:
+    def stage_record(name: str, output_dir: Path) -> dict[str, Any]:
         """The stage's steps and minutes of training as its metrics.csv has them (across stops and resumes)."""
         with (output_dir / METRICS_FILE).open() as f:
             rows = list(csv.DictReader(f))
         last = rows[-1] if rows else {"step": 0, "seconds": 0.0}  # a stage of 0 steps logs none
-        runs.append({"stage": name, "steps": int(last["step"]), "minutes": round(float(last["seconds"]) / 60, 1)})
+        return {"stage": name, "steps": int(last["step"]), "minutes": round(float(last["seconds"]) / 60, 1)}
 
     def run_or_reuse(stage: TrainingLoop, weights: str, steps: int) -> None:
         """A stage that already finished in ``--out`` (same command, e.g. a rerun after a crash) is loaded."""
-        if (stage.output_dir / weights).is_file():
-            with (stage.output_dir / METRICS_FILE).open() as f:
-                done = max((int(row["step"]) for row in csv.DictReader(f)), default=0)
-            if done != steps:  # another command's stage: reusing it would ship what was not asked
+        reused = (stage.output_dir / weights).is_file()
+        if not reused:
+            stage.train()
+        record = stage_record(stage.name, stage.output_dir)
+        if reused:
+            if record["steps"] != steps:  # another command's stage: reusing it would ship what was not asked
                 parser.error(
-                    f"{stage.output_dir} holds a finished {stage.name} stage of {done} steps, not {steps}: "
-                    "use another --out, or delete that folder to train it again"
+                    f"{stage.output_dir} holds a finished {stage.name} stage of {record['steps']} steps, not "
+                    f"{steps}: use another --out, or delete that folder to train it again"
                 )
             stage.load_model(stage.output_dir)
-        else:
-            stage.train()
-        record_run(stage.name, stage.output_dir)
+        runs.append(record)
 
     tower = CLIPVisionModel(tiny_clip_config(args.clip_width, args.clip_layers))
     clip_stage = ClipPretraining(
@@ -620,7 +620,7 @@ def main() -> None:
         items = shapes_items(config.seed, segmenter if config.prompt_weight else None)
         trainer = LisaTrainer(model, tokenizer, processor, items, config)
         trainer.train()
-        record_run(config.trainable, trainer.output_dir)
+        runs.append(stage_record(config.trainable, trainer.output_dir))
     model.eval()
     model_dir, clip_dir = write_release(model, tokenizer, tower, args.out)
     flags = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items())
