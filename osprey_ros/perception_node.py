@@ -70,6 +70,7 @@ from .region_reasoner import RegionReasoner
 from .region_segmenter import RegionSegmenter
 from .region_tracker import RegionTracker, TrackerConfig, describe_tracked, mask_classes
 from .segment_service import SegmentService
+from .spinning import spin_until_shutdown
 from .stamps import stamp_ns
 from .sync import ApproximateTimeSync
 
@@ -645,7 +646,7 @@ def spin_nodes(nodes: list[Node]) -> None:
     for node in nodes:
         executor.add_node(node)
     try:
-        executor.spin()
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RCLError:  # Ctrl-C can invalidate the context while the executor builds its wait set
