@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from ros_harness import NodeProcess, RosTester, assert_clean_exit, domain_id, ros_env
-from test_perception_node import first_description, scene
+from test_perception_node import first_description, publish_frame, scene
 
 NODE = "/osprey_perception"
 
@@ -137,6 +139,40 @@ def test_lifecycle_configure_activate_deactivate_cleanup(managed) -> None:
     assert transition(tester, Transition.TRANSITION_CONFIGURE)  # and back: the model loads again
     assert transition(tester, Transition.TRANSITION_ACTIVATE)
     tester.spin_until(lambda: tester.masks_pub.get_subscription_count() > 0, 30, "the masks subscription")
+    tester.spin_until(lambda: tester.image_pub.get_subscription_count() > 0, 30, "the image subscription")
+    first_description(tester, image, masks)
+
+
+def test_deactivate_and_activate_many_times_while_frames_arrive(managed) -> None:
+    """A robot pauses and resumes perception while its camera streams: each deactivate destroys the camera
+    subscriptions from an executor thread while the spinning thread waits on them. rclpy's destroy-while-waiting
+    race ended the node here with plain ``executor.spin()`` (3 of 3 runs); the node must stay up and describe
+    frames after the cycles."""
+    node, tester = managed
+    if state(tester) != "active":
+        if state(tester) == "unconfigured":
+            assert transition(tester, Transition.TRANSITION_CONFIGURE)
+        assert transition(tester, Transition.TRANSITION_ACTIVATE)
+    image, masks = scene()
+    streaming = threading.Event()
+    streaming.set()
+
+    def camera() -> None:  # a camera at a few hundred frames a second keeps the node's executor turning
+        while streaming.is_set():
+            publish_frame(tester, image, masks)
+            time.sleep(0.003)
+
+    streamer = threading.Thread(target=camera, daemon=True)
+    streamer.start()
+    try:
+        for _ in range(12):
+            assert transition(tester, Transition.TRANSITION_DEACTIVATE)
+            assert transition(tester, Transition.TRANSITION_ACTIVATE)
+    finally:
+        streaming.clear()
+        streamer.join(timeout=10)
+    assert node.alive(), node.log()[-4000:]
+    assert state(tester) == "active"
     tester.spin_until(lambda: tester.image_pub.get_subscription_count() > 0, 30, "the image subscription")
     first_description(tester, image, masks)
 
