@@ -12,8 +12,8 @@ from __future__ import annotations
 from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.executors import Executor
 
-MAX_FAILED_TURNS_IN_A_ROW = 20
-"""A transient race clears on the next turn; a handle that stays invalid this long is a real bug: raise it."""
+MAX_FAILED_TURNS_IN_A_ROW = 200
+"""A race clears within a few turns (a failed turn takes microseconds); a handle invalid this long is a real bug."""
 
 
 def spin_until_shutdown(executor: Executor, turn_timeout: float = 1.0) -> None:

@@ -52,6 +52,7 @@ def test_spinning_goes_on_while_another_thread_destroys_and_creates_subscription
             subscription = node.create_subscription(String, "chatter", lambda m: None, 10)
             publisher.publish(String(data="x"))
             churned += 1
+            time.sleep(0.0002)  # a turn for the spinner between destroys, as between a robot's transitions
         assert not failures, f"the spin loop ended after {churned} churns: {failures[0]!r}"
         wanted = len(received) + 5
         deadline = time.monotonic() + 30
